@@ -1,0 +1,46 @@
+# Makefile for sam_ext (PGXS).
+#
+#   make && make install           build and install the extension
+#   make installcheck              pg_regress + isolation + TAP on throw-away instances
+#   make -C test / make -C ingest  the mock Unipile server and the webhook ingest
+#
+# Under PGXS only `make install && make installcheck` works (not `make check`):
+# pg_regress and the isolation tester start their own temporary instance
+# preloaded with pg_cron and sam_ext (see regress.conf).
+
+EXTENSION = sam_ext
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" sam_ext.control)
+
+MODULE_big = sam_ext
+OBJS = sam_ext.o src/shmem.o src/worker.o src/http.o src/template.o src/util.o
+
+DATA = $(wildcard sam_ext--*.sql)
+
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+PG_CPPFLAGS = -I$(srcdir)/src
+SHLIB_LINK = -lcurl
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --temp-config=$(srcdir)/regress.conf --temp-instance=$(CURDIR)/tmp_check --inputdir=$(srcdir)
+ISOLATION = $(patsubst specs/%.spec,%,$(sort $(wildcard specs/*.spec)))
+ISOLATION_OPTS = --temp-config=$(srcdir)/regress.conf --temp-instance=$(CURDIR)/tmp_check_iso --inputdir=$(srcdir)
+TAP_TESTS = 1
+EXTRA_CLEAN = tmp_check tmp_check_iso output_iso results regression.diffs regression.out log
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The mock Unipile server and the ingest daemon are plain programs with
+# their own Makefiles; the TAP tests, the demo and the benchmarks use them.
+all: helpers
+.PHONY: helpers
+helpers: all-shared-lib
+	$(MAKE) -C test
+	$(MAKE) -C ingest
+
+clean: clean-helpers
+.PHONY: clean-helpers
+clean-helpers:
+	-$(MAKE) -C test clean
+	-$(MAKE) -C ingest clean

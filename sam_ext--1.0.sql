@@ -1,0 +1,1641 @@
+/* sam_ext--1.0.sql: schema, tables and functions of sam_ext 1.0 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION sam_ext" to load this file. \quit
+
+/*
+ * Conventions.  Every function runs with search_path = pg_catalog, pg_temp
+ * and names sam's own objects with the schema, so nothing a user creates
+ * elsewhere can be picked up instead.  Objects whose name starts with "_"
+ * are internal.  Every time the engine reasons about is read from sam.now().
+ */
+
+------------------------------------------------------------------------
+-- The clock
+------------------------------------------------------------------------
+
+CREATE TABLE sam.clock (
+    singleton boolean PRIMARY KEY DEFAULT true,
+    offset_by interval NOT NULL DEFAULT '0',
+    CONSTRAINT clock_singleton CHECK (singleton)
+);
+INSERT INTO sam.clock DEFAULT VALUES;
+COMMENT ON TABLE sam.clock IS 'Offset of the engine''s clock from the real one (tests and the demo move it forward to simulate days)';
+
+CREATE FUNCTION sam.now() RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.now() OPERATOR(pg_catalog.+) (SELECT c.offset_by FROM sam.clock c) $$;
+COMMENT ON FUNCTION sam.now() IS 'The engine''s clock: the transaction''s time plus sam.clock''s offset; everything reads time from here';
+
+------------------------------------------------------------------------
+-- C functions
+------------------------------------------------------------------------
+
+CREATE FUNCTION sam._wake_worker() RETURNS void
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'sam_wake_worker_sql';
+COMMENT ON FUNCTION sam._wake_worker() IS 'Wakes the worker when the current transaction commits';
+
+CREATE FUNCTION sam._outbox_wake_trigger() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'sam_outbox_wake_trigger';
+
+CREATE FUNCTION sam.worker_pid() RETURNS integer
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'sam_worker_pid';
+COMMENT ON FUNCTION sam.worker_pid() IS 'Process id of the sam_ext worker, NULL when it is not running';
+
+CREATE FUNCTION sam.render_template(template text, vars jsonb) RETURNS text
+LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_render_template';
+COMMENT ON FUNCTION sam.render_template(text, jsonb) IS 'Renders {variable} and {variable|fallback} from a jsonb object; values are inserted as plain text';
+
+CREATE FUNCTION sam.template_variables(template text) RETURNS jsonb
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_template_variables';
+COMMENT ON FUNCTION sam.template_variables(text) IS 'Parses a template: its variables with their fallbacks and the length of its literal text';
+
+CREATE FUNCTION sam._url_encode(text) RETURNS text
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_url_encode';
+
+CREATE FUNCTION sam.set_clock(t timestamptz) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF t IS NULL THEN
+        RAISE EXCEPTION 'invalid t: must not be null' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE sam.clock SET offset_by = t - pg_catalog.now();
+    PERFORM sam._wake_worker();
+    RETURN jsonb_build_object('success', true, 'now', sam.now());
+END $$;
+COMMENT ON FUNCTION sam.set_clock(timestamptz) IS 'Sets the engine''s clock (tests and demos)';
+
+CREATE FUNCTION sam.advance_clock(by_interval interval) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF by_interval IS NULL OR by_interval < interval '0' THEN
+        RAISE EXCEPTION 'invalid by_interval: must be a positive interval'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The clock only moves forward; use sam.reset_clock() to go back to real time.';
+    END IF;
+    UPDATE sam.clock SET offset_by = offset_by + by_interval;
+    PERFORM sam._wake_worker();
+    RETURN jsonb_build_object('success', true, 'now', sam.now());
+END $$;
+COMMENT ON FUNCTION sam.advance_clock(interval) IS 'Moves the engine''s clock forward (tests and demos)';
+
+CREATE FUNCTION sam.reset_clock() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.clock SET offset_by = '0';
+    PERFORM sam._wake_worker();
+    RETURN jsonb_build_object('success', true, 'now', sam.now());
+END $$;
+
+------------------------------------------------------------------------
+-- Validation helpers
+------------------------------------------------------------------------
+
+CREATE FUNCTION sam._invalid(field text, message text, hint text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF hint IS NULL THEN
+        RAISE EXCEPTION 'invalid %: %', field, message USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RAISE EXCEPTION 'invalid %: %', field, message USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+END $$;
+
+CREATE FUNCTION sam._is_valid_time_zone(tz text) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF tz IS NULL OR tz = '' OR tz ~ '^[+-]?[0-9]' THEN
+        RETURN false;           -- only named (IANA) zones: offsets are not DST-safe
+    END IF;
+    PERFORM pg_catalog.now() AT TIME ZONE tz;
+    RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = tz);
+EXCEPTION WHEN OTHERS THEN
+    RETURN false;
+END $$;
+
+------------------------------------------------------------------------
+-- Tables
+------------------------------------------------------------------------
+
+CREATE TABLE sam.accounts (
+    account_id text PRIMARY KEY,
+    name text,
+    own_provider_id text,
+    time_zone text NOT NULL DEFAULT 'UTC',
+    working_days smallint[] NOT NULL DEFAULT '{1,2,3,4,5}',
+    work_start time NOT NULL DEFAULT '09:00',
+    work_end time NOT NULL DEFAULT '18:00',
+    daily_invite_cap integer NOT NULL DEFAULT 20,
+    weekly_invite_cap integer NOT NULL DEFAULT 100,
+    daily_message_cap integer NOT NULL DEFAULT 50,
+    spacing_min interval NOT NULL DEFAULT '2 minutes',
+    spacing_max interval NOT NULL DEFAULT '5 minutes',
+    limit_pause interval NOT NULL DEFAULT '6 hours',
+    status text NOT NULL DEFAULT 'active',
+    status_reason text,
+    status_changed_at timestamptz,
+    invites_paused_until timestamptz,
+    next_action_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT sam.now(),
+    CONSTRAINT accounts_account_id_format CHECK (account_id ~ '^[A-Za-z0-9_.:=-]{1,200}$'),
+    CONSTRAINT accounts_time_zone_valid CHECK (sam._is_valid_time_zone(time_zone)),
+    CONSTRAINT accounts_working_days_valid CHECK (cardinality(working_days) BETWEEN 1 AND 7
+        AND working_days <@ '{1,2,3,4,5,6,7}'::smallint[]),
+    CONSTRAINT accounts_working_hours_order CHECK (work_start < work_end OR work_end = '00:00'),
+    CONSTRAINT accounts_daily_invite_cap_range CHECK (daily_invite_cap BETWEEN 0 AND 100),
+    CONSTRAINT accounts_weekly_invite_cap_range CHECK (weekly_invite_cap BETWEEN 0 AND 200),
+    CONSTRAINT accounts_daily_message_cap_range CHECK (daily_message_cap BETWEEN 0 AND 150),
+    CONSTRAINT accounts_spacing_range CHECK (spacing_min >= interval '0' AND spacing_min <= spacing_max
+        AND spacing_max <= interval '1 hour'),
+    CONSTRAINT accounts_limit_pause_range CHECK (limit_pause BETWEEN interval '1 minute' AND interval '30 days'),
+    CONSTRAINT accounts_status_valid CHECK (status IN ('active', 'paused', 'disconnected'))
+);
+COMMENT ON TABLE sam.accounts IS 'LinkedIn accounts connected through Unipile, with their sending window, caps and spacing';
+COMMENT ON COLUMN sam.accounts.account_id IS 'Unipile account_id';
+COMMENT ON COLUMN sam.accounts.own_provider_id IS 'The account''s own LinkedIn provider id (tells our own messages from the prospect''s)';
+COMMENT ON COLUMN sam.accounts.working_days IS 'ISO days of the week (1 = Monday) on which the account sends';
+COMMENT ON COLUMN sam.accounts.work_end IS 'End of the sending window, local time; 00:00 means midnight (end of day)';
+COMMENT ON COLUMN sam.accounts.weekly_invite_cap IS 'Invitations in any rolling 7 days';
+COMMENT ON COLUMN sam.accounts.limit_pause IS 'How long invitations pause after Unipile reports a LinkedIn limit (cannot_resend_yet, limit_exceeded)';
+COMMENT ON COLUMN sam.accounts.next_action_at IS 'Earliest time of the account''s next action (random spacing between actions)';
+
+CREATE TABLE sam.campaigns (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id text NOT NULL REFERENCES sam.accounts (account_id) ON UPDATE CASCADE,
+    name text NOT NULL,
+    status text NOT NULL DEFAULT 'draft',
+    start_at timestamptz,
+    connection_note text,
+    custom_variables text[] NOT NULL DEFAULT '{}',
+    follow_ups jsonb NOT NULL DEFAULT '[]',
+    complete_after interval NOT NULL DEFAULT '7 days',
+    invite_check_delay interval NOT NULL DEFAULT '3 days',
+    withdraw_after interval NOT NULL DEFAULT '21 days',
+    created_at timestamptz NOT NULL DEFAULT sam.now(),
+    started_at timestamptz,
+    paused_at timestamptz,
+    completed_at timestamptz,
+    CONSTRAINT campaigns_name_length CHECK (char_length(name) BETWEEN 1 AND 200),
+    CONSTRAINT campaigns_status_valid CHECK (status IN ('draft', 'scheduled', 'running', 'paused', 'completed')),
+    CONSTRAINT campaigns_scheduled_has_start CHECK (status <> 'scheduled' OR start_at IS NOT NULL),
+    CONSTRAINT campaigns_follow_ups_array CHECK (jsonb_typeof(follow_ups) = 'array'),
+    CONSTRAINT campaigns_withdraw_after_range CHECK (withdraw_after BETWEEN interval '1 day' AND interval '180 days'),
+    CONSTRAINT campaigns_complete_after_range CHECK (complete_after BETWEEN interval '0' AND interval '365 days')
+);
+CREATE INDEX campaigns_account_idx ON sam.campaigns (account_id);
+CREATE INDEX campaigns_scheduled_idx ON sam.campaigns (start_at) WHERE status = 'scheduled';
+COMMENT ON TABLE sam.campaigns IS 'Outreach campaigns: one account, a connection note and a follow-up sequence';
+COMMENT ON COLUMN sam.campaigns.follow_ups IS 'Ordered steps [{"delay": interval, "template": text}]; delay counts from acceptance (step 1) or from the previous message';
+COMMENT ON COLUMN sam.campaigns.invite_check_delay IS 'When an invitation is confirmed, the first acceptance check is due this much later';
+COMMENT ON COLUMN sam.campaigns.withdraw_after IS 'Invitations pending longer than this are withdrawn';
+
+CREATE TABLE sam.prospects (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    campaign_id bigint NOT NULL REFERENCES sam.campaigns (id) ON DELETE CASCADE,
+    account_id text NOT NULL,
+    provider_id text,
+    public_identifier text,
+    profile_url text,
+    first_name text,
+    last_name text,
+    company text,
+    title text,
+    variables jsonb NOT NULL DEFAULT '{}',
+    status text NOT NULL DEFAULT 'pending',
+    follow_up_due_at timestamptz,
+    follow_up_sequence_index integer NOT NULL DEFAULT 0,
+    invitation_id text,
+    chat_id text,
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT sam.now(),
+    updated_at timestamptz NOT NULL DEFAULT sam.now(),
+    invited_at timestamptz,
+    connected_at timestamptz,
+    last_message_at timestamptz,
+    replied_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz,
+    withdrawn_at timestamptz,
+    CONSTRAINT prospects_identified CHECK (provider_id IS NOT NULL OR public_identifier IS NOT NULL),
+    CONSTRAINT prospects_variables_object CHECK (jsonb_typeof(variables) = 'object'),
+    CONSTRAINT prospects_status_valid CHECK (status IN ('pending', 'connection_request_sent', 'connected',
+        'replied', 'completed', 'failed', 'withdrawn')),
+    CONSTRAINT prospects_sequence_index_range CHECK (follow_up_sequence_index >= 0)
+);
+-- one person is a prospect of an account once: never in two campaigns of it, never invited twice
+CREATE UNIQUE INDEX prospects_account_provider_key ON sam.prospects (account_id, provider_id) WHERE provider_id IS NOT NULL;
+CREATE UNIQUE INDEX prospects_account_public_key ON sam.prospects (account_id, public_identifier) WHERE public_identifier IS NOT NULL;
+CREATE INDEX prospects_campaign_status_idx ON sam.prospects (campaign_id, status);
+CREATE INDEX prospects_follow_up_due_idx ON sam.prospects (follow_up_due_at) WHERE follow_up_due_at IS NOT NULL;
+COMMENT ON TABLE sam.prospects IS 'People a campaign reaches, their state in the sequence and the time of each transition';
+COMMENT ON COLUMN sam.prospects.follow_up_due_at IS 'When the next step (acceptance check or follow-up) is due';
+
+CREATE TABLE sam.outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id text NOT NULL REFERENCES sam.accounts (account_id) ON UPDATE CASCADE,
+    campaign_id bigint,
+    prospect_id bigint,
+    kind text NOT NULL,
+    idempotency_key text NOT NULL,
+    request jsonb NOT NULL,
+    state text NOT NULL DEFAULT 'queued',
+    needs_check boolean NOT NULL DEFAULT false,
+    attempts integer NOT NULL DEFAULT 0,
+    not_before timestamptz NOT NULL DEFAULT sam.now(),
+    http_status integer,
+    error_type text,
+    error text,
+    response jsonb,
+    duration_ms double precision,
+    created_at timestamptz NOT NULL DEFAULT sam.now(),
+    claimed_at timestamptz,
+    finished_at timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT sam.now(),
+    CONSTRAINT outbox_kind_valid CHECK (kind IN ('resolve_profile', 'invite', 'withdraw_invite',
+        'relations_page', 'start_chat', 'send_message', 'notify')),
+    CONSTRAINT outbox_state_valid CHECK (state IN ('queued', 'in_flight', 'done', 'failed', 'dead', 'cancelled')),
+    CONSTRAINT outbox_attempts_range CHECK (attempts >= 0),
+    CONSTRAINT outbox_request_object CHECK (jsonb_typeof(request) = 'object'),
+    CONSTRAINT outbox_idempotency_key UNIQUE (account_id, idempotency_key)
+);
+CREATE INDEX outbox_due_idx ON sam.outbox (not_before, id) WHERE state IN ('queued', 'failed');
+CREATE INDEX outbox_account_due_idx ON sam.outbox (account_id, not_before) WHERE state IN ('queued', 'failed');
+CREATE INDEX outbox_in_flight_idx ON sam.outbox (claimed_at) WHERE state = 'in_flight';
+CREATE INDEX outbox_account_kind_idx ON sam.outbox (account_id, kind, not_before);
+CREATE INDEX outbox_prospect_idx ON sam.outbox (prospect_id) WHERE prospect_id IS NOT NULL;
+COMMENT ON TABLE sam.outbox IS 'Every Unipile call, as a durable row first: queued -> in_flight -> done | failed (retry at not_before) | dead | cancelled';
+COMMENT ON COLUMN sam.outbox.idempotency_key IS 'One action, one row: queuing the same action twice is impossible';
+COMMENT ON COLUMN sam.outbox.needs_check IS 'The outcome of an earlier attempt is unknown (crash, timeout, 5xx): Unipile is asked before anything is sent again';
+COMMENT ON COLUMN sam.outbox.request IS 'The call: {"method", "path", "query": {}, "json": {} | "form": [[name, value], ...]}; the API key is added by the worker only';
+
+CREATE TRIGGER outbox_wake AFTER INSERT OR UPDATE ON sam.outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION sam._outbox_wake_trigger();
+
+CREATE TABLE sam.job_runs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    clock_at timestamptz NOT NULL DEFAULT sam.now(),
+    status text NOT NULL DEFAULT 'running',
+    result jsonb,
+    error text,
+    CONSTRAINT job_runs_status_valid CHECK (status IN ('running', 'succeeded', 'failed', 'skipped'))
+);
+CREATE INDEX job_runs_job_started_idx ON sam.job_runs (job, started_at);
+COMMENT ON TABLE sam.job_runs IS 'One row per job function call, like cron.job_run_details';
+COMMENT ON COLUMN sam.job_runs.clock_at IS 'The engine''s clock (sam.now()) when the run started';
+
+SELECT pg_catalog.pg_extension_config_dump('sam.accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('sam.campaigns', '');
+SELECT pg_catalog.pg_extension_config_dump('sam.prospects', '');
+SELECT pg_catalog.pg_extension_config_dump('sam.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('sam.job_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('sam.clock', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.campaigns', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.prospects', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.outbox', 'id'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.job_runs', 'id'), '');
+
+------------------------------------------------------------------------
+-- Working hours (local time of the account, DST-safe through IANA zones)
+------------------------------------------------------------------------
+
+CREATE FUNCTION sam._in_working_hours(a sam.accounts, t timestamptz) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT extract(isodow FROM (t AT TIME ZONE a.time_zone))::smallint = ANY (a.working_days)
+       AND (t AT TIME ZONE a.time_zone)::time >= a.work_start
+       AND (a.work_end = '00:00' OR (t AT TIME ZONE a.time_zone)::time < a.work_end)
+$$;
+
+-- sam._next_window_start: t itself inside the window, else the next start of one
+CREATE FUNCTION sam._next_window_start(a sam.accounts, t timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    local_day date := (t AT TIME ZONE a.time_zone)::date;
+    candidate timestamptz;
+BEGIN
+    IF sam._in_working_hours(a, t) THEN
+        RETURN t;
+    END IF;
+    FOR d IN 0..8 LOOP
+        IF extract(isodow FROM local_day + d)::smallint = ANY (a.working_days) THEN
+            -- local wall time -> instant: a start inside a DST gap moves forward
+            candidate := ((local_day + d) + a.work_start) AT TIME ZONE a.time_zone;
+            IF candidate > t THEN
+                RETURN candidate;
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- sam._local_day_start: midnight of t's local day, as an instant
+CREATE FUNCTION sam._local_day_start(a sam.accounts, t timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT ((t AT TIME ZONE a.time_zone)::date::timestamp) AT TIME ZONE a.time_zone $$;
+
+CREATE FUNCTION sam.is_working_time(account_id text, at_time timestamptz DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts;
+BEGIN
+    SELECT * INTO a FROM sam.accounts x WHERE x.account_id = is_working_time.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account "%" does not exist', is_working_time.account_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN sam._in_working_hours(a, coalesce(at_time, sam.now()));
+END $$;
+COMMENT ON FUNCTION sam.is_working_time(text, timestamptz) IS 'Whether the account may send at that time (its local working days and hours)';
+
+------------------------------------------------------------------------
+-- Templates
+------------------------------------------------------------------------
+
+-- longest value a variable may have; add_prospects enforces it for the variables a campaign uses
+CREATE FUNCTION sam._variable_max_length(name text) RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE name WHEN 'first_name' THEN 40 WHEN 'last_name' THEN 40
+                     WHEN 'company' THEN 60 WHEN 'title' THEN 80 ELSE 80 END
+$$;
+
+/*
+ * sam._check_template validates a template for a field: syntax, known
+ * variables, and (when max_length is given) that no prospect can make it
+ * longer than max_length characters once rendered.  Returns the variables
+ * used without a fallback (every prospect must have them).
+ */
+CREATE FUNCTION sam._check_template(template text, field text, custom_variables text[], max_length integer)
+RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    info jsonb;
+    v jsonb;
+    known text[] := ARRAY['first_name', 'last_name', 'company', 'title'] || coalesce(custom_variables, '{}');
+    longest integer;
+    required text[] := '{}';
+BEGIN
+    IF template IS NULL OR btrim(template) = '' THEN
+        PERFORM sam._invalid(field, 'must not be empty');
+    END IF;
+    BEGIN
+        info := sam.template_variables(template);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        PERFORM sam._invalid(field, SQLERRM);
+    END;
+    longest := (info->>'static_length')::integer;
+    FOR v IN SELECT * FROM jsonb_array_elements(info->'variables') LOOP
+        IF NOT (v->>'name') = ANY (known) THEN
+            PERFORM sam._invalid(field, format('unknown variable {%s}', v->>'name'),
+                format('Known variables: %s. Declare custom ones in custom_variables.', array_to_string(known, ', ')));
+        END IF;
+        longest := longest + greatest(sam._variable_max_length(v->>'name'),
+                                      coalesce(char_length(v->>'fallback'), 0));
+        IF v->'fallback' = 'null'::jsonb AND NOT (v->>'name') = ANY (required) THEN
+            required := required || (v->>'name');
+        END IF;
+    END LOOP;
+    IF max_length IS NOT NULL AND longest > max_length THEN
+        PERFORM sam._invalid(field,
+            format('can exceed %s characters once rendered (up to %s)', max_length, longest),
+            'Variables may be as long as: first_name 40, last_name 40, company 60, title 80, custom 80 characters; shorten the text or use fewer variables.');
+    END IF;
+    RETURN required;
+END $$;
+
+-- the variables a prospect offers to templates: custom ones, then the standard fields
+CREATE FUNCTION sam._prospect_vars(p sam.prospects) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p.variables || jsonb_strip_nulls(jsonb_build_object(
+        'first_name', p.first_name, 'last_name', p.last_name,
+        'company', p.company, 'title', p.title))
+$$;
+
+------------------------------------------------------------------------
+-- Accounts
+------------------------------------------------------------------------
+
+CREATE FUNCTION sam.create_account(
+    account_id text,
+    name text DEFAULT NULL,
+    time_zone text DEFAULT 'UTC',
+    working_days integer[] DEFAULT '{1,2,3,4,5}',
+    work_start time DEFAULT '09:00',
+    work_end time DEFAULT '18:00',
+    daily_invite_cap integer DEFAULT 20,
+    weekly_invite_cap integer DEFAULT 100,
+    daily_message_cap integer DEFAULT 50,
+    spacing_min interval DEFAULT '2 minutes',
+    spacing_max interval DEFAULT '5 minutes',
+    own_provider_id text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts;
+BEGIN
+    IF account_id IS NULL OR account_id !~ '^[A-Za-z0-9_.:=-]{1,200}$' THEN
+        PERFORM sam._invalid('account_id', 'must be the Unipile account id (1 to 200 letters, digits or _.:=-)');
+    END IF;
+    IF NOT sam._is_valid_time_zone(time_zone) THEN
+        PERFORM sam._invalid('time_zone', format('"%s" is not an IANA time zone name', time_zone),
+            'Use a name such as Europe/Paris or America/New_York (see pg_timezone_names).');
+    END IF;
+    IF working_days IS NULL OR cardinality(working_days) = 0 OR NOT working_days <@ '{1,2,3,4,5,6,7}'::integer[] THEN
+        PERFORM sam._invalid('working_days', 'must be a non-empty list of ISO weekdays from 1 (Monday) to 7 (Sunday)');
+    END IF;
+    IF work_start IS NULL OR work_end IS NULL OR NOT (work_start < work_end OR work_end = '00:00') THEN
+        PERFORM sam._invalid('work_end', 'must be after work_start (00:00 means midnight)');
+    END IF;
+    IF daily_invite_cap IS NULL OR daily_invite_cap NOT BETWEEN 0 AND 100 THEN
+        PERFORM sam._invalid('daily_invite_cap', 'must be between 0 and 100',
+            'Unipile recommends no more than 100 invitations a day; 20 is a safe default.');
+    END IF;
+    IF weekly_invite_cap IS NULL OR weekly_invite_cap NOT BETWEEN 0 AND 200 THEN
+        PERFORM sam._invalid('weekly_invite_cap', 'must be between 0 and 200',
+            'LinkedIn restricts accounts that send more than about 200 invitations a week.');
+    END IF;
+    IF daily_message_cap IS NULL OR daily_message_cap NOT BETWEEN 0 AND 150 THEN
+        PERFORM sam._invalid('daily_message_cap', 'must be between 0 and 150');
+    END IF;
+    IF spacing_min IS NULL OR spacing_max IS NULL OR spacing_min < interval '0'
+       OR spacing_min > spacing_max OR spacing_max > interval '1 hour' THEN
+        PERFORM sam._invalid('spacing_min', 'spacing must satisfy 0 <= spacing_min <= spacing_max <= 1 hour');
+    END IF;
+    IF own_provider_id IS NOT NULL AND own_provider_id !~ '^[A-Za-z0-9_-]{4,200}$' THEN
+        PERFORM sam._invalid('own_provider_id', 'must be a LinkedIn provider id such as ACoAA...');
+    END IF;
+    IF EXISTS (SELECT 1 FROM sam.accounts x WHERE x.account_id = create_account.account_id) THEN
+        RAISE EXCEPTION 'account "%" already exists', create_account.account_id
+            USING ERRCODE = 'unique_violation';
+    END IF;
+
+    INSERT INTO sam.accounts AS x (account_id, name, own_provider_id, time_zone, working_days, work_start, work_end,
+                              daily_invite_cap, weekly_invite_cap, daily_message_cap, spacing_min, spacing_max)
+    VALUES (create_account.account_id, create_account.name, create_account.own_provider_id,
+            create_account.time_zone, create_account.working_days::smallint[],
+            create_account.work_start, create_account.work_end, create_account.daily_invite_cap,
+            create_account.weekly_invite_cap, create_account.daily_message_cap,
+            create_account.spacing_min, create_account.spacing_max)
+    RETURNING * INTO a;
+    RETURN jsonb_build_object('success', true, 'account', to_jsonb(a));
+END $$;
+COMMENT ON FUNCTION sam.create_account IS 'Registers a LinkedIn account connected through Unipile, with its time zone, working hours, caps and spacing';
+
+CREATE FUNCTION sam._account_or_fail(p_account_id text) RETURNS sam.accounts
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts;
+BEGIN
+    SELECT * INTO a FROM sam.accounts WHERE account_id = p_account_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account "%" does not exist', p_account_id
+            USING ERRCODE = 'no_data_found', HINT = 'Create it with sam.create_account().';
+    END IF;
+    RETURN a;
+END $$;
+
+CREATE FUNCTION sam.pause_account(account_id text, reason text DEFAULT 'paused by user') RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts := sam._account_or_fail(pause_account.account_id);
+BEGIN
+    UPDATE sam.accounts x SET status = 'paused', status_reason = reason, status_changed_at = sam.now()
+     WHERE x.account_id = a.account_id AND x.status = 'active';
+    RETURN jsonb_build_object('success', true, 'account_id', a.account_id,
+        'status', (SELECT x.status FROM sam.accounts x WHERE x.account_id = a.account_id));
+END $$;
+COMMENT ON FUNCTION sam.pause_account(text, text) IS 'Stops the account''s sends; queued calls are held, not lost';
+
+CREATE FUNCTION sam.resume_account(account_id text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts := sam._account_or_fail(resume_account.account_id);
+BEGIN
+    UPDATE sam.accounts x SET status = 'active', status_reason = NULL, status_changed_at = sam.now()
+     WHERE x.account_id = a.account_id AND x.status <> 'active';
+    PERFORM sam._wake_worker();
+    RETURN jsonb_build_object('success', true, 'account_id', a.account_id, 'status', 'active');
+END $$;
+COMMENT ON FUNCTION sam.resume_account(text) IS 'Resumes a paused or reconnected account; its held calls go out';
+
+------------------------------------------------------------------------
+-- Campaigns
+------------------------------------------------------------------------
+
+/*
+ * sam._check_follow_ups validates follow-up steps and returns them in
+ * their stored form [{"delay": "1 day", "template": "..."}].
+ */
+CREATE FUNCTION sam._check_follow_ups(steps jsonb, custom_variables text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s jsonb;
+    i integer := 0;
+    d interval;
+    out jsonb := '[]';
+BEGIN
+    IF steps IS NULL THEN
+        RETURN '[]';
+    END IF;
+    IF jsonb_typeof(steps) <> 'array' THEN
+        PERFORM sam._invalid('follow_ups', 'must be a JSON array of {"delay", "template"} steps');
+    END IF;
+    IF jsonb_array_length(steps) > 10 THEN
+        PERFORM sam._invalid('follow_ups', 'at most 10 steps');
+    END IF;
+    FOR s IN SELECT * FROM jsonb_array_elements(steps) LOOP
+        i := i + 1;
+        IF jsonb_typeof(s) <> 'object' OR NOT s ? 'template' THEN
+            PERFORM sam._invalid(format('follow_ups step %s', i), 'must be an object with "template" (and "delay")');
+        END IF;
+        IF EXISTS (SELECT 1 FROM jsonb_object_keys(s) k WHERE k NOT IN ('delay', 'template')) THEN
+            PERFORM sam._invalid(format('follow_ups step %s', i), 'only "delay" and "template" are allowed');
+        END IF;
+        BEGIN
+            d := coalesce(s->>'delay',
+                          CASE i WHEN 1 THEN '24 hours' WHEN 2 THEN '5 days' WHEN 3 THEN '7 days' ELSE '5 days' END)::interval;
+        EXCEPTION WHEN OTHERS THEN
+            PERFORM sam._invalid(format('follow_ups step %s delay', i), format('"%s" is not an interval', s->>'delay'));
+        END;
+        IF d < interval '0' OR d > interval '365 days' THEN
+            PERFORM sam._invalid(format('follow_ups step %s delay', i), 'must be between 0 and 365 days');
+        END IF;
+        IF jsonb_typeof(s->'template') <> 'string' THEN
+            PERFORM sam._invalid(format('follow_ups step %s template', i), 'must be a string');
+        END IF;
+        PERFORM sam._check_template(s->>'template', format('follow_ups step %s template', i), custom_variables, 8000);
+        out := out || jsonb_build_array(jsonb_build_object('delay', d::text, 'template', s->>'template'));
+    END LOOP;
+    RETURN out;
+END $$;
+
+CREATE FUNCTION sam.create_campaign(
+    account_id text,
+    name text,
+    connection_note text DEFAULT NULL,
+    follow_ups jsonb DEFAULT NULL,
+    start_at timestamptz DEFAULT NULL,
+    custom_variables text[] DEFAULT '{}',
+    withdraw_after interval DEFAULT '21 days',
+    complete_after interval DEFAULT '7 days'
+) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts := sam._account_or_fail(create_campaign.account_id);
+    c sam.campaigns;
+    steps jsonb;
+    v text;
+BEGIN
+    IF name IS NULL OR char_length(btrim(name)) NOT BETWEEN 1 AND 200 THEN
+        PERFORM sam._invalid('name', 'must be 1 to 200 characters');
+    END IF;
+    FOREACH v IN ARRAY coalesce(custom_variables, '{}') LOOP
+        IF v IS NULL OR v !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+            PERFORM sam._invalid('custom_variables', format('"%s" is not a variable name (lowercase letters, digits, _)', v));
+        END IF;
+        IF v IN ('first_name', 'last_name', 'company', 'title') THEN
+            PERFORM sam._invalid('custom_variables', format('"%s" is a standard variable', v));
+        END IF;
+    END LOOP;
+    IF connection_note IS NOT NULL THEN
+        PERFORM sam._check_template(connection_note, 'connection_note', custom_variables, 300);
+    END IF;
+    steps := sam._check_follow_ups(follow_ups, custom_variables);
+    IF start_at IS NOT NULL AND start_at < sam.now() - interval '1 day' THEN
+        PERFORM sam._invalid('start_at', 'is more than a day in the past');
+    END IF;
+    IF withdraw_after IS NULL OR withdraw_after NOT BETWEEN interval '1 day' AND interval '180 days' THEN
+        PERFORM sam._invalid('withdraw_after', 'must be between 1 and 180 days');
+    END IF;
+    IF complete_after IS NULL OR complete_after NOT BETWEEN interval '0' AND interval '365 days' THEN
+        PERFORM sam._invalid('complete_after', 'must be between 0 and 365 days');
+    END IF;
+
+    INSERT INTO sam.campaigns AS x (account_id, name, status, start_at, connection_note, custom_variables,
+                               follow_ups, withdraw_after, complete_after)
+    VALUES (a.account_id, btrim(create_campaign.name),
+            CASE WHEN create_campaign.start_at IS NULL THEN 'draft' ELSE 'scheduled' END,
+            create_campaign.start_at, nullif(create_campaign.connection_note, ''),
+            coalesce(create_campaign.custom_variables, '{}'), steps,
+            create_campaign.withdraw_after, create_campaign.complete_after)
+    RETURNING * INTO c;
+    RETURN jsonb_build_object('success', true, 'campaign_id', c.id, 'status', c.status, 'campaign', to_jsonb(c));
+END $$;
+COMMENT ON FUNCTION sam.create_campaign IS 'Creates a campaign (draft, or scheduled when start_at is given); templates are validated here, not at send time';
+
+CREATE FUNCTION sam._campaign_or_fail(p_campaign_id bigint) RETURNS sam.campaigns
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c sam.campaigns;
+BEGIN
+    SELECT * INTO c FROM sam.campaigns WHERE id = p_campaign_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'campaign % does not exist', coalesce(p_campaign_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN c;
+END $$;
+
+-- the variables every prospect of a campaign must have (used without fallback)
+CREATE FUNCTION sam._campaign_required_variables(c sam.campaigns) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    req text[] := '{}';
+    s jsonb;
+BEGIN
+    IF c.connection_note IS NOT NULL THEN
+        req := req || sam._check_template(c.connection_note, 'connection_note', c.custom_variables, NULL);
+    END IF;
+    FOR s IN SELECT * FROM jsonb_array_elements(c.follow_ups) LOOP
+        req := req || sam._check_template(s->>'template', 'follow_ups', c.custom_variables, NULL);
+    END LOOP;
+    RETURN ARRAY(SELECT DISTINCT unnest(req) ORDER BY 1);
+END $$;
+
+-- the variables any template of the campaign uses (their values are length-checked)
+CREATE FUNCTION sam._campaign_used_variables(c sam.campaigns) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(array_agg(DISTINCT v->>'name'), '{}')
+      FROM (SELECT c.connection_note AS t WHERE c.connection_note IS NOT NULL
+            UNION ALL
+            SELECT s->>'template' FROM jsonb_array_elements(c.follow_ups) s) tpl,
+           jsonb_array_elements(sam.template_variables(tpl.t)->'variables') v
+$$;
+
+------------------------------------------------------------------------
+-- Prospects
+------------------------------------------------------------------------
+
+/*
+ * sam._normalize_prospect checks one input item of add_prospects and
+ * returns it in stored form, or raises invalid_parameter_value with the
+ * reason (add_prospects reports it for that row and goes on).
+ */
+CREATE FUNCTION sam._normalize_prospect(item jsonb, used text[], required text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+    pid text;
+    pub text;
+    url text;
+    m text[];
+    vars jsonb;
+    all_vars jsonb;
+    v text;
+BEGIN
+    IF jsonb_typeof(item) <> 'object' THEN
+        PERFORM sam._invalid('prospect', 'must be a JSON object');
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(item) LOOP
+        IF k NOT IN ('provider_id', 'public_identifier', 'profile_url', 'first_name', 'last_name',
+                     'company', 'title', 'variables') THEN
+            PERFORM sam._invalid(k, 'unknown field',
+                'Fields: provider_id, public_identifier, profile_url, first_name, last_name, company, title, variables.');
+        END IF;
+        IF k <> 'variables' AND jsonb_typeof(item->k) NOT IN ('string', 'null') THEN
+            PERFORM sam._invalid(k, 'must be a string');
+        END IF;
+    END LOOP;
+    pid := nullif(btrim(item->>'provider_id'), '');
+    pub := nullif(lower(btrim(item->>'public_identifier')), '');
+    url := nullif(btrim(item->>'profile_url'), '');
+    IF pid IS NOT NULL AND pid !~ '^[A-Za-z0-9_-]{4,200}$' THEN
+        PERFORM sam._invalid('provider_id', 'must be a LinkedIn provider id such as ACoAA...');
+    END IF;
+    IF url IS NOT NULL THEN
+        m := regexp_match(url, '^(?:https?://)?(?:[a-z]{2,3}\.)?(?:www\.)?linkedin\.com/in/([^/?#\s]{1,200})/?(?:[?#].*)?$', 'i');
+        IF m IS NULL THEN
+            PERFORM sam._invalid('profile_url', 'must look like https://www.linkedin.com/in/<public-identifier>/');
+        END IF;
+        IF pub IS NOT NULL AND pub <> lower(m[1]) THEN
+            PERFORM sam._invalid('profile_url', 'names another person than public_identifier');
+        END IF;
+        pub := lower(m[1]);
+    END IF;
+    IF pub IS NOT NULL AND pub !~ '^[^/?#\s]{1,200}$' THEN
+        PERFORM sam._invalid('public_identifier', 'must be the part after linkedin.com/in/');
+    END IF;
+    IF pid IS NULL AND pub IS NULL THEN
+        PERFORM sam._invalid('prospect', 'needs provider_id, public_identifier or profile_url');
+    END IF;
+    vars := coalesce(item->'variables', '{}');
+    IF jsonb_typeof(vars) <> 'object' THEN
+        PERFORM sam._invalid('variables', 'must be a JSON object');
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_each(vars) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'number', 'boolean', 'null')) THEN
+        PERFORM sam._invalid('variables', 'values must be strings, numbers or booleans');
+    END IF;
+    all_vars := vars || jsonb_strip_nulls(jsonb_build_object(
+        'first_name', nullif(btrim(item->>'first_name'), ''), 'last_name', nullif(btrim(item->>'last_name'), ''),
+        'company', nullif(btrim(item->>'company'), ''), 'title', nullif(btrim(item->>'title'), '')));
+    FOREACH v IN ARRAY used LOOP
+        IF char_length(all_vars->>v) > sam._variable_max_length(v) THEN
+            PERFORM sam._invalid(v, format('longer than %s characters', sam._variable_max_length(v)),
+                'The campaign''s templates use it, and their length was checked with this limit.');
+        END IF;
+    END LOOP;
+    FOREACH v IN ARRAY required LOOP
+        IF coalesce(all_vars->>v, '') = '' THEN
+            PERFORM sam._invalid(v, 'missing, and a template of the campaign uses it without a fallback');
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('provider_id', pid, 'public_identifier', pub, 'profile_url', url,
+        'first_name', nullif(btrim(item->>'first_name'), ''), 'last_name', nullif(btrim(item->>'last_name'), ''),
+        'company', nullif(btrim(item->>'company'), ''), 'title', nullif(btrim(item->>'title'), ''),
+        'variables', vars);
+END $$;
+
+CREATE FUNCTION sam.add_prospects(campaign_id bigint, prospects jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c sam.campaigns := sam._campaign_or_fail(add_prospects.campaign_id);
+    used text[];
+    required text[];
+    item jsonb;
+    n jsonb;
+    idx integer := -1;
+    new_id bigint;
+    inserted integer := 0;
+    ids bigint[] := '{}';
+    dups jsonb := '[]';
+    bad jsonb := '[]';
+    other record;
+BEGIN
+    IF prospects IS NULL OR jsonb_typeof(prospects) <> 'array' THEN
+        PERFORM sam._invalid('prospects', 'must be a JSON array of prospect objects');
+    END IF;
+    IF jsonb_array_length(prospects) > 100000 THEN
+        PERFORM sam._invalid('prospects', 'at most 100000 prospects per call');
+    END IF;
+    IF c.status = 'completed' THEN
+        RAISE EXCEPTION 'campaign % is completed', c.id USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    used := sam._campaign_used_variables(c);
+    required := sam._campaign_required_variables(c);
+
+    FOR item IN SELECT * FROM jsonb_array_elements(prospects) LOOP
+        idx := idx + 1;
+        BEGIN
+            n := sam._normalize_prospect(item, used, required);
+        EXCEPTION WHEN invalid_parameter_value THEN
+            bad := bad || jsonb_build_array(jsonb_build_object('index', idx, 'reason', SQLERRM));
+            CONTINUE;
+        END;
+        INSERT INTO sam.prospects (campaign_id, account_id, provider_id, public_identifier, profile_url,
+                                   first_name, last_name, company, title, variables)
+        VALUES (c.id, c.account_id, n->>'provider_id', n->>'public_identifier', n->>'profile_url',
+                n->>'first_name', n->>'last_name', n->>'company', n->>'title', n->'variables')
+        ON CONFLICT DO NOTHING
+        RETURNING id INTO new_id;
+        IF new_id IS NULL THEN
+            SELECT p.id, p.campaign_id INTO other FROM sam.prospects p
+             WHERE p.account_id = c.account_id
+               AND (p.provider_id = n->>'provider_id' OR p.public_identifier = n->>'public_identifier')
+             LIMIT 1;
+            dups := dups || jsonb_build_array(jsonb_build_object('index', idx,
+                'reason', format('already prospect %s of campaign %s on this account', other.id, other.campaign_id)));
+        ELSE
+            inserted := inserted + 1;
+            ids := ids || new_id;
+        END IF;
+        new_id := NULL;
+    END LOOP;
+    IF inserted > 0 AND c.status = 'running' THEN
+        PERFORM sam._wake_worker();
+    END IF;
+    RETURN jsonb_build_object('success', true, 'campaign_id', c.id, 'inserted', inserted,
+        'duplicates', jsonb_array_length(dups), 'invalid', jsonb_array_length(bad),
+        'prospect_ids', to_jsonb(ids), 'duplicate_rows', dups, 'invalid_rows', bad);
+END $$;
+COMMENT ON FUNCTION sam.add_prospects(bigint, jsonb) IS 'Adds prospects in bulk; answers inserted, duplicates and invalid rows with the reason per row';
+
+------------------------------------------------------------------------
+-- Queueing connection requests
+------------------------------------------------------------------------
+
+-- invitations charged to [from_t, now]: queued ones at their not_before, sent ones when sent
+CREATE FUNCTION sam._invites_since(p_account_id text, from_t timestamptz) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::integer FROM sam.outbox o
+     WHERE o.account_id = p_account_id AND o.kind = 'invite'
+       AND o.state IN ('queued', 'in_flight', 'failed', 'done')
+       AND o.not_before >= from_t - interval '30 days'
+       AND CASE WHEN o.state = 'done' THEN o.finished_at ELSE o.not_before END >= from_t
+$$;
+
+/*
+ * sam._queue_invites queues connection requests for a running campaign's
+ * pending prospects, within the account's state, working hours and caps,
+ * spaced by the account's random spacing.  Prospects known only by public
+ * identifier get a profile lookup first; its answer queues their invitation.
+ * Returns what it did and, when it queued less than it could, why.
+ */
+CREATE FUNCTION sam._queue_invites(p_campaign_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c sam.campaigns;
+    a sam.accounts;
+    now_t timestamptz := sam.now();
+    remaining integer;
+    t timestamptz;
+    p sam.prospects;
+    note text;
+    queued integer := 0;
+    resolving integer := 0;
+    failed integer := 0;
+    reason text;
+    next_window timestamptz;
+    key text;
+    req jsonb;
+    new_id bigint;
+    left_pending integer;
+BEGIN
+    SELECT * INTO c FROM sam.campaigns WHERE id = p_campaign_id;
+    IF NOT FOUND OR c.status <> 'running' THEN
+        RETURN jsonb_build_object('queued', 0, 'resolving', 0, 'reason', 'campaign is not running');
+    END IF;
+    -- one queuer per account at a time: caps and spacing are per account
+    SELECT * INTO a FROM sam.accounts WHERE account_id = c.account_id FOR UPDATE;
+
+    IF a.status <> 'active' THEN
+        reason := format('account is %s', a.status);
+    ELSIF a.invites_paused_until > now_t THEN
+        reason := format('invitations paused until %s (LinkedIn limit reported)', a.invites_paused_until);
+    ELSIF NOT sam._in_working_hours(a, now_t) THEN
+        next_window := sam._next_window_start(a, now_t);
+        reason := format('outside working hours; next window starts %s', next_window);
+    ELSE
+        remaining := least(
+            a.daily_invite_cap - sam._invites_since(a.account_id, sam._local_day_start(a, now_t)),
+            a.weekly_invite_cap - sam._invites_since(a.account_id, now_t - interval '7 days'));
+        IF remaining <= 0 THEN
+            reason := 'invitation cap reached';
+        END IF;
+    END IF;
+
+    IF reason IS NULL THEN
+        t := greatest(now_t, coalesce(a.next_action_at, now_t));
+        FOR p IN
+            SELECT * FROM sam.prospects x
+             WHERE x.campaign_id = c.id AND x.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM sam.outbox o
+                                WHERE o.account_id = x.account_id
+                                  AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
+                                  AND o.state IN ('queued', 'in_flight', 'failed', 'done')
+                                  AND (o.kind = 'invite' OR x.provider_id IS NULL))
+             ORDER BY x.id
+             LIMIT remaining
+             FOR UPDATE SKIP LOCKED
+        LOOP
+            IF p.provider_id IS NULL THEN
+                key := 'resolve:' || p.id;
+                req := jsonb_build_object('method', 'GET',
+                    'path', '/api/v1/users/' || sam._url_encode(p.public_identifier),
+                    'query', jsonb_build_object('account_id', a.account_id));
+            ELSE
+                note := NULL;
+                IF c.connection_note IS NOT NULL THEN
+                    BEGIN
+                        note := sam.render_template(c.connection_note, sam._prospect_vars(p));
+                    EXCEPTION WHEN invalid_parameter_value THEN
+                        PERFORM sam._prospect_failed(p.id, 'pending', 'connection note: ' || SQLERRM);
+                        failed := failed + 1;
+                        CONTINUE;
+                    END;
+                    IF char_length(note) > 300 THEN
+                        PERFORM sam._prospect_failed(p.id, 'pending',
+                            format('connection note is %s characters once rendered (limit 300)', char_length(note)));
+                        failed := failed + 1;
+                        CONTINUE;
+                    END IF;
+                END IF;
+                key := 'invite:' || p.id;
+                req := jsonb_build_object('method', 'POST', 'path', '/api/v1/users/invite',
+                    'json', jsonb_strip_nulls(jsonb_build_object('provider_id', p.provider_id,
+                                                                 'account_id', a.account_id,
+                                                                 'message', nullif(note, ''))));
+            END IF;
+            INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before)
+            VALUES (a.account_id, c.id, p.id, CASE WHEN p.provider_id IS NULL THEN 'resolve_profile' ELSE 'invite' END,
+                    key, req, t)
+            ON CONFLICT (account_id, idempotency_key) DO NOTHING
+            RETURNING id INTO new_id;
+            IF new_id IS NOT NULL THEN
+                IF p.provider_id IS NULL THEN
+                    resolving := resolving + 1;
+                ELSE
+                    queued := queued + 1;
+                    t := t + a.spacing_min + random() * (a.spacing_max - a.spacing_min);
+                END IF;
+            END IF;
+            new_id := NULL;
+        END LOOP;
+        UPDATE sam.accounts SET next_action_at = t WHERE account_id = a.account_id AND queued > 0;
+    END IF;
+
+    SELECT count(*) INTO left_pending FROM sam.prospects x
+     WHERE x.campaign_id = c.id AND x.status = 'pending'
+       AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = x.account_id
+                          AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
+                          AND o.state IN ('queued', 'in_flight', 'failed'));
+    RETURN jsonb_strip_nulls(jsonb_build_object('queued', queued, 'resolving', resolving, 'failed', failed,
+        'still_pending', left_pending, 'reason', reason, 'next_window', next_window));
+END $$;
+
+-- sam._prospect_failed: a prospect fails with a reason, if it is still in the expected state
+CREATE FUNCTION sam._prospect_failed(p_id bigint, expected text, reason text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.prospects SET status = 'failed', failed_at = sam.now(), updated_at = sam.now(),
+                             last_error = left(reason, 1000), follow_up_due_at = NULL
+     WHERE id = p_id AND (status = expected OR (expected IS NULL AND status IN ('pending', 'connection_request_sent', 'connected')));
+    RETURN FOUND;
+END $$;
+
+CREATE FUNCTION sam.start_campaign(campaign_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c sam.campaigns := sam._campaign_or_fail(start_campaign.campaign_id);
+    r jsonb;
+BEGIN
+    IF c.status = 'completed' THEN
+        RAISE EXCEPTION 'campaign % is completed', c.id USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF c.status <> 'running' THEN
+        UPDATE sam.campaigns SET status = 'running', started_at = coalesce(started_at, sam.now()), paused_at = NULL
+         WHERE id = c.id;
+    END IF;
+    r := sam._queue_invites(c.id);
+    RETURN jsonb_build_object('success', true, 'campaign_id', c.id, 'status', 'running') || r;
+END $$;
+COMMENT ON FUNCTION sam.start_campaign(bigint) IS 'The seed''s "Start Campaign": sets the campaign running and queues its connection requests';
+
+CREATE FUNCTION sam.send_connection_requests(campaign_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c sam.campaigns := sam._campaign_or_fail(send_connection_requests.campaign_id);
+BEGIN
+    IF c.status <> 'running' THEN
+        RAISE EXCEPTION 'campaign % is %, not running', c.id, c.status
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Start it with sam.start_campaign().';
+    END IF;
+    RETURN jsonb_build_object('success', true, 'campaign_id', c.id) || sam._queue_invites(c.id);
+END $$;
+COMMENT ON FUNCTION sam.send_connection_requests(bigint) IS 'The seed''s endpoint 1: queues connection requests for the campaign''s pending prospects within caps';
+
+CREATE FUNCTION sam.pause_campaign(campaign_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c sam.campaigns := sam._campaign_or_fail(pause_campaign.campaign_id);
+BEGIN
+    IF c.status NOT IN ('running', 'scheduled') THEN
+        RAISE EXCEPTION 'campaign % is %; only running or scheduled campaigns can be paused', c.id, c.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE sam.campaigns SET status = 'paused', paused_at = sam.now() WHERE id = c.id;
+    RETURN jsonb_build_object('success', true, 'campaign_id', c.id, 'status', 'paused');
+END $$;
+COMMENT ON FUNCTION sam.pause_campaign(bigint) IS 'Stops the campaign''s sends; queued calls are held, not lost';
+
+CREATE FUNCTION sam.resume_campaign(campaign_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c sam.campaigns := sam._campaign_or_fail(resume_campaign.campaign_id);
+BEGIN
+    IF c.status <> 'paused' THEN
+        RAISE EXCEPTION 'campaign % is %, not paused', c.id, c.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN sam.start_campaign(c.id);
+END $$;
+COMMENT ON FUNCTION sam.resume_campaign(bigint) IS 'Resumes a paused campaign where it stopped';
+
+------------------------------------------------------------------------
+-- The worker's side: claim, record results, recover
+------------------------------------------------------------------------
+
+-- kinds whose call changes something at LinkedIn: never resent without a check
+CREATE FUNCTION sam._is_action(kind text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT kind IN ('invite', 'withdraw_invite', 'start_chat', 'send_message') $$;
+
+-- sam._check_request: the read that tells whether an action of unknown outcome happened
+CREATE FUNCTION sam._check_request(o sam.outbox) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE o.kind
+        WHEN 'invite' THEN jsonb_build_object('method', 'GET',
+            'path', '/api/v1/users/' || sam._url_encode(o.request->'json'->>'provider_id'),
+            'query', jsonb_build_object('account_id', o.account_id))
+        ELSE NULL END
+$$;
+
+/*
+ * sam._claim takes up to n due rows (FOR UPDATE SKIP LOCKED), re-checks
+ * what may have changed since they were queued (account active, campaign
+ * running, prospect still in the state the action needs, working hours),
+ * and marks the rest in_flight.  The caller commits before any HTTP call.
+ * Returns each call ready to send.
+ */
+CREATE FUNCTION sam._claim(n integer)
+RETURNS TABLE (id bigint, method text, path text, query_names text[], query_values text[],
+               json_body text, form_names text[], form_values text[])
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    a sam.accounts;
+    ids bigint[];
+BEGIN
+    -- actions of accounts outside their window wait for its next start
+    FOR a IN SELECT * FROM sam.accounts x WHERE x.status = 'active' AND NOT sam._in_working_hours(x, now_t) LOOP
+        UPDATE sam.outbox o SET not_before = sam._next_window_start(a, now_t), updated_at = now_t
+         WHERE o.account_id = a.account_id AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
+           AND sam._is_action(o.kind) AND NOT o.needs_check;
+    END LOOP;
+
+    SELECT array_agg(s.id) INTO ids FROM (
+        SELECT o.id FROM sam.outbox o
+          JOIN sam.accounts x ON x.account_id = o.account_id
+          LEFT JOIN sam.campaigns c ON c.id = o.campaign_id
+         WHERE o.state IN ('queued', 'failed') AND o.not_before <= now_t
+           AND x.status = 'active'
+           AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
+           AND (o.kind <> 'invite' OR x.invites_paused_until IS NULL OR x.invites_paused_until <= now_t
+                OR o.needs_check)
+         ORDER BY o.not_before, o.id
+         LIMIT n
+         FOR UPDATE OF o SKIP LOCKED) s;
+    IF ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- an invitation is only for a prospect that is still pending
+    UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect is no longer pending', finished_at = now_t,
+                            updated_at = now_t
+      FROM sam.prospects p
+     WHERE o.id = ANY (ids) AND o.kind = 'invite' AND NOT o.needs_check
+       AND p.id = o.prospect_id AND p.status <> 'pending';
+    UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect no longer exists', finished_at = now_t,
+                            updated_at = now_t
+     WHERE o.id = ANY (ids) AND o.kind IN ('invite', 'resolve_profile') AND o.state <> 'cancelled'
+       AND NOT EXISTS (SELECT 1 FROM sam.prospects p WHERE p.id = o.prospect_id);
+
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE sam.outbox o SET state = 'in_flight', attempts = o.attempts + 1, claimed_at = now_t,
+                                updated_at = now_t
+         WHERE o.id = ANY (ids) AND o.state IN ('queued', 'failed')
+        RETURNING o.*
+    ), r AS (
+        SELECT cl.id AS rid,
+               CASE WHEN cl.needs_check THEN sam._check_request(cl) ELSE cl.request END AS req
+          FROM claimed cl
+    )
+    SELECT r.rid, r.req->>'method', r.req->>'path',
+           ARRAY(SELECT k FROM jsonb_object_keys(coalesce(r.req->'query', '{}')) k ORDER BY k),
+           ARRAY(SELECT e.value FROM jsonb_each_text(coalesce(r.req->'query', '{}')) e ORDER BY e.key),
+           (r.req->'json')::text,
+           ARRAY(SELECT f->>0 FROM jsonb_array_elements(coalesce(r.req->'form', '[]')) f),
+           ARRAY(SELECT f->>1 FROM jsonb_array_elements(coalesce(r.req->'form', '[]')) f)
+      FROM r
+     ORDER BY r.rid;
+END $$;
+
+-- sam._next_due_ms: milliseconds until the next row the worker could claim (NULL: none)
+CREATE FUNCTION sam._next_due_ms() RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ceil(extract(epoch FROM min(o.not_before) - sam.now()) * 1000)::bigint
+      FROM sam.outbox o
+      JOIN sam.accounts x ON x.account_id = o.account_id
+      LEFT JOIN sam.campaigns c ON c.id = o.campaign_id
+     WHERE o.state IN ('queued', 'failed') AND x.status = 'active'
+       AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
+$$;
+
+/*
+ * sam._worker_recover runs when the worker starts serving: rows left
+ * in_flight by a crash are queued again; actions among them must be
+ * checked with Unipile before they may be sent again.
+ */
+CREATE FUNCTION sam._worker_recover() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE sam.outbox o
+       SET state = 'queued', not_before = sam.now(), updated_at = sam.now(),
+           needs_check = o.needs_check OR (sam._is_action(o.kind) AND sam._check_request(o) IS NOT NULL),
+           attempts = greatest(o.attempts - 1, 0),
+           error = 'in flight when the worker stopped; outcome to be checked'
+     WHERE o.state = 'in_flight';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        RAISE LOG 'sam_ext: % outbox rows were in flight when the worker stopped; they will be checked before any resend', n;
+    END IF;
+    RETURN n;
+END $$;
+
+-- backoff before attempt k+1: base * 2^(k-1), at most 1 hour, with jitter (x0.5 .. x1.5)
+CREATE FUNCTION sam._backoff(attempts integer) RETURNS interval
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT least(current_setting('sam.retry_base_delay')::interval * power(2, greatest(attempts - 1, 0)),
+                 interval '1 hour') * (0.5 + random())
+$$;
+
+-- sam._retry: a transient failure; retried later, or dead after sam.max_attempts
+CREATE FUNCTION sam._retry(o sam.outbox, etype text, message text, check_first boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+BEGIN
+    IF o.attempts >= current_setting('sam.max_attempts')::integer THEN
+        UPDATE sam.outbox SET state = 'dead', error_type = etype, finished_at = now_t, updated_at = now_t,
+                              error = format('gave up after %s attempts: %s', o.attempts, message)
+         WHERE id = o.id;
+        IF o.kind IN ('invite', 'resolve_profile') THEN
+            PERFORM sam._prospect_failed(o.prospect_id, NULL,
+                format('%s gave up after %s attempts: %s', o.kind, o.attempts, message));
+        END IF;
+    ELSE
+        UPDATE sam.outbox SET state = 'failed', error_type = etype, error = message, updated_at = now_t,
+                              not_before = now_t + sam._backoff(o.attempts),
+                              needs_check = o.needs_check OR (check_first AND sam._check_request(o) IS NOT NULL)
+         WHERE id = o.id;
+    END IF;
+END $$;
+
+-- sam._dead: a permanent failure of the call; the prospect it was for fails with the reason
+CREATE FUNCTION sam._dead(o sam.outbox, etype text, message text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.outbox SET state = 'dead', error_type = etype, error = message,
+                          finished_at = sam.now(), updated_at = sam.now()
+     WHERE id = o.id;
+    IF o.prospect_id IS NOT NULL AND o.kind IN ('invite', 'resolve_profile') THEN
+        PERFORM sam._prospect_failed(o.prospect_id, NULL, coalesce(etype || ': ', '') || message);
+    END IF;
+END $$;
+
+-- sam._hold: the call waits (account disconnected or limited) without spending an attempt
+CREATE FUNCTION sam._hold(o sam.outbox, etype text, message text, until_t timestamptz) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.outbox SET state = 'queued', error_type = etype, error = message,
+                          attempts = greatest(o.attempts - 1, 0),
+                          not_before = coalesce(until_t, sam.now()), updated_at = sam.now()
+     WHERE id = o.id;
+END $$;
+
+CREATE FUNCTION sam._account_disconnected(p_account_id text, reason text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.accounts SET status = 'disconnected', status_reason = reason, status_changed_at = sam.now()
+     WHERE account_id = p_account_id AND status <> 'disconnected';
+    IF FOUND THEN
+        RAISE LOG 'sam_ext: account % disconnected (%); its sends are held until it is resumed', p_account_id, reason;
+    END IF;
+END $$;
+
+-- sam._invite_confirmed: the invitation stands (sent now, or already pending at LinkedIn)
+CREATE FUNCTION sam._invite_confirmed(o sam.outbox, invitation_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.prospects p
+       SET status = 'connection_request_sent', invitation_id = coalesce(_invite_confirmed.invitation_id, p.invitation_id),
+           invited_at = sam.now(), updated_at = sam.now(), last_error = NULL,
+           follow_up_due_at = sam.now() + (SELECT c.invite_check_delay FROM sam.campaigns c WHERE c.id = p.campaign_id)
+     WHERE p.id = o.prospect_id AND p.status = 'pending';
+END $$;
+
+-- sam._prospect_connected: positive evidence of acceptance
+CREATE FUNCTION sam._prospect_connected(p_id bigint, at_t timestamptz) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.prospects p
+       SET status = 'connected', connected_at = at_t, updated_at = sam.now(), follow_up_sequence_index = 0,
+           follow_up_due_at = at_t + coalesce(
+               (SELECT (c.follow_ups->0->>'delay')::interval FROM sam.campaigns c WHERE c.id = p.campaign_id),
+               interval '24 hours')
+     WHERE p.id = p_id AND p.status IN ('pending', 'connection_request_sent');
+    RETURN FOUND;
+END $$;
+
+/*
+ * sam._on_success applies a 2xx answer.  For a row whose outcome had to be
+ * checked, the answer is the check's: the action is finished when it is
+ * found to have happened, and sent again otherwise.
+ */
+CREATE FUNCTION sam._on_success(o sam.outbox, resp jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    c sam.campaigns;
+BEGIN
+    IF o.needs_check THEN
+        IF o.kind = 'invite' THEN
+            IF resp->'invitation'->>'type' = 'SENT' AND resp->'invitation'->>'status' = 'PENDING' THEN
+                PERFORM sam._invite_confirmed(o, NULL);
+            ELSIF coalesce((resp->>'is_relationship')::boolean, false)
+                  OR resp->>'network_distance' = 'FIRST_DEGREE' THEN
+                PERFORM sam._prospect_connected(o.prospect_id, now_t);
+            ELSE
+                -- it never reached LinkedIn: send it now
+                UPDATE sam.outbox SET state = 'queued', needs_check = false, not_before = now_t,
+                                      attempts = greatest(o.attempts - 1, 0), response = resp, updated_at = now_t,
+                                      error = 'checked: the earlier attempt did not reach LinkedIn'
+                 WHERE id = o.id;
+                RETURN;
+            END IF;
+            UPDATE sam.outbox SET state = 'done', finished_at = now_t, updated_at = now_t, response = resp,
+                                  error = 'checked: the earlier attempt had reached LinkedIn'
+             WHERE id = o.id;
+            RETURN;
+        END IF;
+    END IF;
+
+    UPDATE sam.outbox SET state = 'done', finished_at = now_t, updated_at = now_t, response = resp,
+                          error = NULL, error_type = NULL
+     WHERE id = o.id;
+
+    IF o.kind = 'invite' THEN
+        PERFORM sam._invite_confirmed(o, resp->>'invitation_id');
+    ELSIF o.kind = 'resolve_profile' THEN
+        IF coalesce(resp->>'provider_id', '') = '' THEN
+            PERFORM sam._dead(o, 'bad_response', 'profile answer has no provider_id');
+            RETURN;
+        END IF;
+        BEGIN
+            UPDATE sam.prospects p
+               SET provider_id = resp->>'provider_id',
+                   first_name = coalesce(p.first_name, resp->>'first_name'),
+                   last_name = coalesce(p.last_name, resp->>'last_name'),
+                   updated_at = now_t
+             WHERE p.id = o.prospect_id AND p.provider_id IS NULL;
+        EXCEPTION WHEN unique_violation THEN
+            PERFORM sam._prospect_failed(o.prospect_id, 'pending',
+                'duplicate: the same LinkedIn member is already a prospect of this account');
+            RETURN;
+        END;
+        IF coalesce((resp->>'is_relationship')::boolean, false) THEN
+            PERFORM sam._prospect_connected(o.prospect_id, now_t);
+        ELSE
+            PERFORM sam._queue_invites(o.campaign_id);
+        END IF;
+    END IF;
+END $$;
+
+/*
+ * sam._complete_one records one call's result and applies its transition.
+ * Mapping of Unipile's answers (see README "Unipile outcomes").
+ */
+CREATE FUNCTION sam._complete_one(p_id bigint, p_status integer, p_body text, p_error text, p_ms double precision)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    o sam.outbox;
+    resp jsonb;
+    etype text;
+    detail text;
+    a sam.accounts;
+BEGIN
+    SELECT * INTO o FROM sam.outbox WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND OR o.state <> 'in_flight' THEN
+        RETURN;                 -- erased or cancelled meanwhile: nothing to apply
+    END IF;
+    IF p_body IS NOT NULL THEN
+        BEGIN
+            resp := p_body::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            resp := NULL;
+        END;
+    END IF;
+    UPDATE sam.outbox SET http_status = nullif(p_status, 0), duration_ms = p_ms,
+                          response = coalesce(resp, CASE WHEN p_body IS NOT NULL
+                                                         THEN jsonb_build_object('raw', left(p_body, 1000)) END)
+     WHERE id = o.id;
+
+    IF p_error IS NOT NULL THEN
+        PERFORM sam._retry(o, CASE WHEN p_error LIKE 'timeout%' THEN 'timeout' ELSE 'network' END,
+                           p_error, sam._is_action(o.kind));
+        RETURN;
+    END IF;
+
+    IF p_status BETWEEN 200 AND 299 THEN
+        IF resp IS NULL OR jsonb_typeof(resp) <> 'object' THEN
+            -- the action may have happened: check before any resend
+            PERFORM sam._retry(o, 'bad_response', format('HTTP %s with a body that is not a JSON object', p_status),
+                               sam._is_action(o.kind));
+        ELSE
+            PERFORM sam._on_success(o, resp);
+        END IF;
+        RETURN;
+    END IF;
+
+    etype := CASE WHEN jsonb_typeof(resp) = 'object' THEN resp->>'type' END;
+    detail := coalesce(CASE WHEN jsonb_typeof(resp) = 'object' THEN coalesce(resp->>'detail', resp->>'title') END,
+                       format('HTTP %s', p_status));
+
+    IF p_status = 429 OR p_status >= 500 OR p_status = 408 THEN
+        PERFORM sam._retry(o, coalesce(etype, 'http_' || p_status), format('HTTP %s: %s', p_status, detail),
+                           sam._is_action(o.kind) AND p_status <> 429);
+        RETURN;
+    END IF;
+
+    IF p_status = 401 OR (p_status = 403 AND etype = 'errors/account_restricted') THEN
+        IF etype IN ('errors/disconnected_account', 'errors/invalid_credentials', 'errors/expired_credentials',
+                     'errors/checkpoint_error', 'errors/invalid_checkpoint_solution', 'errors/multiple_sessions',
+                     'errors/missing_credentials', 'errors/disconnected_feature', 'errors/wrong_account',
+                     'errors/insufficient_privileges', 'errors/expired_link', 'errors/captcha_not_supported',
+                     'errors/account_restricted') THEN
+            PERFORM sam._account_disconnected(o.account_id, etype);
+            PERFORM sam._hold(o, etype, detail, NULL);
+        ELSE
+            -- not about the LinkedIn account: most likely the API key
+            PERFORM sam._retry(o, coalesce(etype, 'http_401'),
+                format('HTTP %s: %s (check sam.unipile_api_key_file)', p_status, detail), false);
+        END IF;
+        RETURN;
+    END IF;
+
+    IF o.needs_check THEN
+        -- the check itself was refused: the outcome stays unknown, so never resend blindly
+        PERFORM sam._dead(o, etype, format('could not check the outcome of an earlier attempt: HTTP %s: %s', p_status, detail));
+        RETURN;
+    END IF;
+
+    IF o.kind = 'invite' AND p_status = 422 THEN
+        IF etype = 'errors/already_invited_recently' THEN
+            UPDATE sam.outbox SET state = 'done', error_type = etype, error = detail, finished_at = sam.now(),
+                                  updated_at = sam.now()
+             WHERE id = o.id;
+            PERFORM sam._invite_confirmed(o, NULL);
+            RETURN;
+        ELSIF etype = 'errors/already_connected' THEN
+            UPDATE sam.outbox SET state = 'done', error_type = etype, error = detail, finished_at = sam.now(),
+                                  updated_at = sam.now()
+             WHERE id = o.id;
+            PERFORM sam._prospect_connected(o.prospect_id, sam.now());
+            RETURN;
+        ELSIF etype IN ('errors/cannot_resend_yet', 'errors/limit_exceeded') THEN
+            SELECT * INTO a FROM sam.accounts WHERE account_id = o.account_id FOR UPDATE;
+            UPDATE sam.accounts SET invites_paused_until = greatest(coalesce(invites_paused_until, sam.now()),
+                                                                    sam.now() + limit_pause)
+             WHERE account_id = o.account_id
+            RETURNING * INTO a;
+            PERFORM sam._hold(o, etype, format('%s; invitations of the account paused until %s', detail,
+                                               a.invites_paused_until), a.invites_paused_until);
+            RETURN;
+        END IF;
+    END IF;
+
+    -- any other 4xx is about this call or its recipient: permanent
+    PERFORM sam._dead(o, coalesce(etype, 'http_' || p_status), detail);
+END $$;
+
+/*
+ * sam._complete records a batch of results; one row that cannot be
+ * recorded is marked dead with the reason and never blocks the others.
+ */
+CREATE FUNCTION sam._complete(p_ids bigint[], p_statuses integer[], p_bodies text[], p_errors text[],
+                              p_ms double precision[])
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    i integer;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+        BEGIN
+            PERFORM sam._complete_one(p_ids[i], p_statuses[i], p_bodies[i], p_errors[i], p_ms[i]);
+        EXCEPTION WHEN OTHERS THEN
+            UPDATE sam.outbox SET state = 'dead', finished_at = sam.now(), updated_at = sam.now(),
+                                  error = 'could not record the result: ' || SQLERRM
+             WHERE id = p_ids[i];
+            RAISE WARNING 'sam_ext: could not record the result of outbox row %: %', p_ids[i], SQLERRM;
+        END;
+    END LOOP;
+    RETURN coalesce(array_length(p_ids, 1), 0);
+END $$;
+
+------------------------------------------------------------------------
+-- Jobs (what pg_cron runs)
+------------------------------------------------------------------------
+
+/*
+ * sam._run_job runs one job body, records the run in sam.job_runs and logs
+ * one summary line.  The same job never runs twice at once: a second call
+ * answers "skipped" and says why.  A failing body is recorded as failed and
+ * answered with success false; it does not raise, so that the run is kept.
+ */
+CREATE FUNCTION sam._run_job(p_job text, p_body text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    run_id bigint;
+    v_result jsonb;
+    msg text;
+    st text;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('sam_ext.job'), hashtext(p_job)) THEN
+        v_result := jsonb_build_object('success', true, 'skipped', true,
+            'reason', format('another run of %s is in progress', p_job));
+        INSERT INTO sam.job_runs (job, finished_at, status, result)
+        VALUES (p_job, clock_timestamp(), 'skipped', v_result);
+        RETURN v_result;
+    END IF;
+    INSERT INTO sam.job_runs (job) VALUES (p_job) RETURNING id INTO run_id;
+    BEGIN
+        EXECUTE format('SELECT sam.%I()', p_body) INTO v_result;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+        UPDATE sam.job_runs SET status = 'failed', finished_at = clock_timestamp(),
+                                error = format('%s (SQLSTATE %s)', msg, st)
+         WHERE id = run_id;
+        RAISE WARNING 'sam job % failed: %', p_job, msg;
+        RETURN jsonb_build_object('success', false, 'error', msg, 'run_id', run_id);
+    END;
+    v_result := jsonb_build_object('success', true) || v_result;
+    UPDATE sam.job_runs SET status = 'succeeded', finished_at = clock_timestamp(), result = v_result
+     WHERE id = run_id;
+    RAISE LOG 'sam job %: %', p_job, (v_result - 'results' - 'campaigns')::text;
+    RETURN v_result;
+END $$;
+
+CREATE FUNCTION sam._job_process_pending_prospects() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    r jsonb;
+    per jsonb := '[]';
+    queued integer := 0;
+    resolving integer := 0;
+    n integer := 0;
+BEGIN
+    FOR c IN SELECT DISTINCT x.id FROM sam.campaigns x
+              WHERE x.status = 'running'
+                AND EXISTS (SELECT 1 FROM sam.prospects p WHERE p.campaign_id = x.id AND p.status = 'pending')
+              ORDER BY x.id
+    LOOP
+        r := sam._queue_invites(c.id);
+        n := n + 1;
+        queued := queued + (r->>'queued')::integer;
+        resolving := resolving + (r->>'resolving')::integer;
+        IF n <= 100 THEN
+            per := per || jsonb_build_array(jsonb_build_object('campaign_id', c.id) || r);
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('campaigns_checked', n, 'queued', queued, 'resolving', resolving, 'campaigns', per);
+END $$;
+
+CREATE FUNCTION sam.process_pending_prospects() RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sam._run_job('process-pending-prospects', '_job_process_pending_prospects') $$;
+COMMENT ON FUNCTION sam.process_pending_prospects() IS 'Hourly: queues connection requests of every running campaign''s pending prospects, within caps and working hours';
+
+CREATE FUNCTION sam._job_execute_scheduled_campaigns() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c record;
+    started jsonb := '[]';
+    r jsonb;
+BEGIN
+    FOR c IN SELECT x.id FROM sam.campaigns x
+              WHERE x.status = 'scheduled' AND x.start_at <= sam.now()
+              ORDER BY x.start_at, x.id
+              FOR UPDATE SKIP LOCKED
+    LOOP
+        r := sam.start_campaign(c.id);
+        started := started || jsonb_build_array(jsonb_build_object('campaign_id', c.id, 'queued', r->'queued',
+                                                                   'resolving', r->'resolving'));
+    END LOOP;
+    RETURN jsonb_build_object('started', jsonb_array_length(started), 'campaigns', started);
+END $$;
+
+CREATE FUNCTION sam.execute_scheduled_campaigns() RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sam._run_job('execute-scheduled-campaigns', '_job_execute_scheduled_campaigns') $$;
+COMMENT ON FUNCTION sam.execute_scheduled_campaigns() IS 'Every 5 minutes: starts the scheduled campaigns whose start_at has come';
+
+CREATE FUNCTION sam._job_process_outbox() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    stale integer;
+    exhausted integer;
+    due integer;
+    queue jsonb;
+BEGIN
+    -- in flight far longer than any request may take, and no worker to finish it: check and requeue
+    UPDATE sam.outbox o
+       SET state = 'queued', not_before = now_t, updated_at = now_t,
+           needs_check = o.needs_check OR (sam._is_action(o.kind) AND sam._check_request(o) IS NOT NULL),
+           error = 'in flight for too long; outcome to be checked'
+     WHERE o.state = 'in_flight'
+       AND o.claimed_at < now_t - (current_setting('sam.http_timeout')::interval * 2 + interval '5 minutes')
+       AND sam.worker_pid() IS NULL;
+    GET DIAGNOSTICS stale = ROW_COUNT;
+
+    -- retries that can no longer happen (sam.max_attempts lowered)
+    WITH d AS (
+        UPDATE sam.outbox o SET state = 'dead', finished_at = now_t, updated_at = now_t,
+                                error = format('gave up after %s attempts: %s', o.attempts, o.error)
+         WHERE o.state = 'failed' AND o.attempts >= current_setting('sam.max_attempts')::integer
+        RETURNING o.*
+    )
+    SELECT count(*) INTO exhausted FROM d;
+
+    SELECT count(*) INTO due FROM sam.outbox o WHERE o.state IN ('queued', 'failed') AND o.not_before <= now_t;
+    IF due > 0 OR stale > 0 THEN
+        PERFORM sam._wake_worker();
+    END IF;
+
+    SELECT coalesce(jsonb_object_agg(k.kind, k.states), '{}') INTO queue
+      FROM (SELECT s.kind, jsonb_object_agg(s.state, s.n) AS states
+              FROM (SELECT o.kind, o.state, count(*) AS n FROM sam.outbox o GROUP BY 1, 2) s
+             GROUP BY s.kind) k;
+    RETURN jsonb_build_object('requeued_stale', stale, 'dead_exhausted', exhausted, 'due_now', due,
+                              'worker_running', sam.worker_pid() IS NOT NULL, 'queue', queue);
+END $$;
+
+CREATE FUNCTION sam.process_outbox() RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sam._run_job('process-outbox', '_job_process_outbox') $$;
+COMMENT ON FUNCTION sam.process_outbox() IS 'Hourly: requeues what is due, moves exhausted retries to dead, reports the queue by kind and state';
+
+------------------------------------------------------------------------
+-- Views for people
+------------------------------------------------------------------------
+
+CREATE VIEW sam.queue_status AS
+SELECT o.kind, o.state, count(*) AS calls, min(o.not_before) AS oldest_not_before,
+       max(o.updated_at) AS last_change
+  FROM sam.outbox o
+ GROUP BY o.kind, o.state;
+COMMENT ON VIEW sam.queue_status IS 'The outbox by kind and state';
+
+CREATE VIEW sam.campaign_funnel AS
+SELECT c.id AS campaign_id, c.name, c.status, c.account_id,
+       count(p.id) AS prospects,
+       count(p.id) FILTER (WHERE p.status = 'pending') AS pending,
+       count(p.invited_at) AS invited,
+       count(p.connected_at) AS connected,
+       count(p.replied_at) AS replied,
+       count(p.id) FILTER (WHERE p.status = 'completed') AS completed,
+       count(p.id) FILTER (WHERE p.status = 'failed') AS failed,
+       count(p.id) FILTER (WHERE p.status = 'withdrawn') AS withdrawn
+  FROM sam.campaigns c
+  LEFT JOIN sam.prospects p ON p.campaign_id = c.id
+ GROUP BY c.id;
+COMMENT ON VIEW sam.campaign_funnel IS 'Per campaign: how many prospects reached each stage';
+
+------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC
+------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA sam FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA sam FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sam FROM PUBLIC;
+REVOKE ALL ON SCHEMA sam FROM PUBLIC;

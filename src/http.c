@@ -1,0 +1,266 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  libcurl multi driver of the sam_ext worker.
+ *
+ *	  Requests are added to one multi handle, whose connection cache keeps
+ *	  connections to Unipile alive across requests.  Only http and https are
+ *	  allowed, redirects are not followed, every request has a timeout, and a
+ *	  transport failure is stored on the request (never raised), so that the
+ *	  caller records it as data.  The API key is added as a header here and
+ *	  nowhere else; it is never copied into anything that is stored.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "portability/instr_time.h"
+
+#include "sam_ext.h"
+#include "http.h"
+
+static CURLM *multi = NULL;
+static int	in_flight = 0;
+
+/* CURL_CHECK raises an error when a setup call of libcurl fails */
+#define CURL_CHECK(call) \
+	do { \
+		CURLcode	rc_ = (call); \
+		if (rc_ != CURLE_OK) \
+			ereport(ERROR, \
+					(errcode(ERRCODE_SYSTEM_ERROR), \
+					 errmsg("libcurl setup failed: %s", curl_easy_strerror(rc_)))); \
+	} while (0)
+
+#define CURLM_CHECK(call) \
+	do { \
+		CURLMcode	rc_ = (call); \
+		if (rc_ != CURLM_OK) \
+			ereport(ERROR, \
+					(errcode(ERRCODE_SYSTEM_ERROR), \
+					 errmsg("libcurl multi call failed: %s", curl_multi_strerror(rc_)))); \
+	} while (0)
+
+/* sam_http_init creates the multi handle (once per worker process) */
+void
+sam_http_init(void)
+{
+	if (multi)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create a libcurl multi handle")));
+	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) 1024));
+}
+
+/* sam_http_shutdown frees libcurl's state; used at process exit */
+void
+sam_http_shutdown(void)
+{
+	if (multi)
+	{
+		curl_multi_cleanup(multi);
+		multi = NULL;
+	}
+	curl_global_cleanup();
+}
+
+int
+sam_http_in_flight(void)
+{
+	return in_flight;
+}
+
+/* sam_http_new_request allocates a request in a memory context of its own */
+SamHttpRequest *
+sam_http_new_request(MemoryContext parent, int64 id)
+{
+	MemoryContext cxt;
+	SamHttpRequest *req;
+
+	cxt = AllocSetContextCreate(parent, "sam_ext request", ALLOCSET_SMALL_SIZES);
+	req = MemoryContextAllocZero(cxt, sizeof(SamHttpRequest));
+	req->cxt = cxt;
+	req->id = id;
+	return req;
+}
+
+static size_t
+write_callback(char *data, size_t size, size_t nmemb, void *userp)
+{
+	SamHttpRequest *req = (SamHttpRequest *) userp;
+	size_t		n = size * nmemb;
+	MemoryContext old;
+
+	if ((size_t) req->response.len + n > (size_t) sam_max_response_bytes)
+	{
+		req->too_large = true;
+		return 0;				/* makes libcurl fail the transfer */
+	}
+	old = MemoryContextSwitchTo(req->cxt);
+	appendBinaryStringInfo(&req->response, data, (int) n);
+	MemoryContextSwitchTo(old);
+	return n;
+}
+
+/*
+ * sam_http_start sets up a libcurl easy handle for the request and adds it
+ * to the multi handle; the transfer makes progress in sam_http_drive.
+ */
+void
+sam_http_start(SamHttpRequest *req, const char *api_key)
+{
+	CURL	   *easy;
+	MemoryContext old = MemoryContextSwitchTo(req->cxt);
+
+	initStringInfo(&req->response);
+	MemoryContextSwitchTo(old);
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not create a libcurl handle")));
+	req->easy = easy;
+
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_URL, req->url));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https"));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) sam_http_timeout_ms));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) sam_connect_timeout_ms));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_callback));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_WRITEDATA, req));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_PRIVATE, req));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_USERAGENT, "sam_ext/1.0"));
+
+	req->headers = curl_slist_append(req->headers, "Accept: application/json");
+	req->headers = curl_slist_append(req->headers, "Expect:");
+	if (api_key && api_key[0])
+	{
+		char	   *h = psprintf("X-API-KEY: %s", api_key);
+
+		req->headers = curl_slist_append(req->headers, h);
+		/* the copy made by curl_slist_append is the only one left */
+		explicit_bzero(h, strlen(h));
+		pfree(h);
+	}
+
+	if (req->nform > 0)
+	{
+		int			i;
+
+		req->mime = curl_mime_init(easy);
+		for (i = 0; i < req->nform; i++)
+		{
+			curl_mimepart *part = curl_mime_addpart(req->mime);
+
+			CURL_CHECK(curl_mime_name(part, req->form_names[i]));
+			CURL_CHECK(curl_mime_data(part, req->form_values[i], CURL_ZERO_TERMINATED));
+		}
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_MIMEPOST, req->mime));
+	}
+	else if (req->json_body)
+	{
+		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->json_body)));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->json_body));
+	}
+	if (req->headers == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method));
+	if (strcmp(req->method, "GET") == 0)
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L));
+
+	CURLM_CHECK(curl_multi_add_handle(multi, easy));
+	in_flight++;
+}
+
+/*
+ * sam_http_drive lets the transfers make progress for up to timeout_ms and
+ * appends the requests that finished to *finished.  Returns the number of
+ * requests still in flight.
+ */
+int
+sam_http_drive(int timeout_ms, List **finished)
+{
+	int			running = 0;
+	int			numfds;
+	int			msgs;
+	CURLMsg    *msg;
+
+	CURLM_CHECK(curl_multi_perform(multi, &running));
+	if (running > 0 && timeout_ms > 0)
+	{
+		CURLM_CHECK(curl_multi_poll(multi, NULL, 0, timeout_ms, &numfds));
+		CURLM_CHECK(curl_multi_perform(multi, &running));
+	}
+
+	while ((msg = curl_multi_info_read(multi, &msgs)) != NULL)
+	{
+		SamHttpRequest *req;
+		CURL	   *easy = msg->easy_handle;
+		double		total = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &req);
+		curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &total);
+		req->elapsed_ms = total * 1000.0;
+		if (msg->data.result == CURLE_OK)
+			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(req->cxt);
+
+			req->status = 0;
+			req->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
+			if (req->too_large)
+				req->error = psprintf("response larger than sam.max_response_size (%d bytes)",
+									  sam_max_response_bytes);
+			else if (req->timed_out)
+				req->error = psprintf("timeout after %d ms", sam_http_timeout_ms);
+			else
+				req->error = psprintf("%s%s%s", curl_easy_strerror(msg->data.result),
+									  req->errbuf[0] ? ": " : "", req->errbuf);
+			MemoryContextSwitchTo(old);
+		}
+		curl_multi_remove_handle(multi, easy);
+		in_flight--;
+		*finished = lappend(*finished, req);
+	}
+	return in_flight;
+}
+
+/* sam_http_release frees libcurl's state of a request and the request */
+void
+sam_http_release(SamHttpRequest *req)
+{
+	if (req->easy)
+		curl_easy_cleanup(req->easy);
+	if (req->mime)
+		curl_mime_free(req->mime);
+	if (req->headers)
+	{
+		struct curl_slist *h;
+
+		/* wipe the copy of the API key before handing the memory back */
+		for (h = req->headers; h; h = h->next)
+			explicit_bzero(h->data, strlen(h->data));
+		curl_slist_free_all(req->headers);
+	}
+	MemoryContextDelete(req->cxt);
+}

@@ -1,0 +1,54 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  The worker's HTTP client: libcurl multi, many requests in flight on
+ *	  kept-alive connections, each request's result kept as data.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef SAM_HTTP_H
+#define SAM_HTTP_H
+
+#include <curl/curl.h>
+
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/memutils.h"
+
+typedef struct SamHttpRequest
+{
+	int64		id;				/* outbox row */
+	MemoryContext cxt;			/* everything of this request lives here */
+
+	/* what to send */
+	char	   *method;
+	char	   *url;
+	char	   *json_body;		/* NULL when none */
+	int			nform;			/* multipart/form-data fields, when > 0 */
+	char	  **form_names;
+	char	  **form_values;
+
+	/* what came back */
+	long		status;			/* HTTP status, 0 when there was no answer */
+	char	   *error;			/* transport error, NULL when none */
+	bool		timed_out;
+	StringInfoData response;
+	bool		too_large;
+	double		elapsed_ms;
+
+	/* libcurl's own state, freed with curl's calls */
+	CURL	   *easy;
+	struct curl_slist *headers;
+	curl_mime  *mime;
+	char		errbuf[CURL_ERROR_SIZE];
+} SamHttpRequest;
+
+extern void sam_http_init(void);
+extern void sam_http_shutdown(void);
+extern SamHttpRequest *sam_http_new_request(MemoryContext parent, int64 id);
+extern void sam_http_start(SamHttpRequest *req, const char *api_key);
+extern int	sam_http_drive(int timeout_ms, List **finished);
+extern void sam_http_release(SamHttpRequest *req);
+extern int	sam_http_in_flight(void);
+
+#endif							/* SAM_HTTP_H */

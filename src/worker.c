@@ -1,0 +1,510 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The sam_ext background worker: the only process that talks to
+ *	  Unipile.
+ *
+ *	  Loop: claim due outbox rows (sam._claim, FOR UPDATE SKIP LOCKED) and
+ *	  commit them as in_flight; run their HTTP calls concurrently with
+ *	  libcurl multi while no transaction is open; record the results in a new
+ *	  transaction (sam._complete), which applies the state transitions.  When
+ *	  nothing is due it sleeps on its latch until a committing transaction
+ *	  queues work (see shmem.c) or the next row's not_before comes.  At start
+ *	  it reconciles rows left in flight by a crash (sam._worker_recover):
+ *	  they are checked with Unipile before anything is sent again.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/stat.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "sam_ext.h"
+#include "http.h"
+
+/* longest sleep when nothing is due: a safety net, not the wake-up path */
+#define SAM_MAX_IDLE_MS 60000
+/* how long results may wait before they are recorded while others fly */
+#define SAM_FLUSH_INTERVAL_MS 20
+
+static MemoryContext requests_cxt = NULL;
+static char *api_key = NULL;	/* in TopMemoryContext, never logged */
+static bool warned_no_dsn = false;
+
+static void
+worker_exit(int code, Datum arg)
+{
+	if (sam_shared)
+	{
+		SpinLockAcquire(&sam_shared->mutex);
+		if (sam_shared->worker_pid == MyProcPid)
+		{
+			sam_shared->worker_latch = NULL;
+			sam_shared->worker_pid = 0;
+		}
+		SpinLockRelease(&sam_shared->mutex);
+	}
+	if (api_key)
+		explicit_bzero(api_key, strlen(api_key));
+	sam_http_shutdown();
+}
+
+/*
+ * load_api_key reads the API key from sam.unipile_api_key_file.  A missing
+ * or unreadable file is reported by path only, never with its content.
+ */
+static void
+load_api_key(void)
+{
+	FILE	   *f;
+	char		buf[1024];
+	size_t		n;
+
+	if (api_key)
+	{
+		explicit_bzero(api_key, strlen(api_key));
+		pfree(api_key);
+		api_key = NULL;
+	}
+	if (sam_unipile_api_key_file == NULL || sam_unipile_api_key_file[0] == '\0')
+		return;
+	f = AllocateFile(sam_unipile_api_key_file, "r");
+	if (f == NULL)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not read the Unipile API key file \"%s\": %m",
+						sam_unipile_api_key_file),
+				 errhint("Requests are sent without an API key until the file can be read and the configuration is reloaded.")));
+		return;
+	}
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	FreeFile(f);
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+					 buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+		buf[--n] = '\0';
+	if (n > 0)
+		api_key = MemoryContextStrdup(TopMemoryContext, buf);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+static void
+begin_tx(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+static void
+end_tx(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* extension_installed tells whether sam_ext exists in this database */
+static bool
+extension_installed(void)
+{
+	bool		found;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	found = OidIsValid(get_extension_oid("sam_ext", true));
+	CommitTransactionCommand();
+	return found;
+}
+
+/* text_array_to_cstrings copies the elements of a text[] into cxt */
+static char **
+text_array_to_cstrings(Datum d, bool isnull, int *n, MemoryContext cxt)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			count;
+	char	  **out;
+	int			i;
+
+	*n = 0;
+	if (isnull)
+		return NULL;
+	arr = DatumGetArrayTypeP(d);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
+	out = MemoryContextAllocZero(cxt, sizeof(char *) * (count + 1));
+	for (i = 0; i < count; i++)
+		out[i] = MemoryContextStrdup(cxt, nulls[i] ? "" : TextDatumGetCString(elems[i]));
+	*n = count;
+	return out;
+}
+
+/*
+ * build_url joins the DSN, the (already encoded) path and the query
+ * parameters, which are percent-encoded here.
+ */
+static char *
+build_url(const char *path, char **qn, char **qv, int nq)
+{
+	StringInfoData url;
+	const char *dsn = sam_unipile_dsn;
+	int			len = strlen(dsn);
+	int			i;
+
+	initStringInfo(&url);
+	if (strstr(dsn, "://") == NULL)
+		appendStringInfoString(&url, "https://");
+	while (len > 0 && dsn[len - 1] == '/')
+		len--;
+	appendBinaryStringInfo(&url, dsn, len);
+	appendStringInfoString(&url, path);
+	for (i = 0; i < nq; i++)
+	{
+		char	   *v = curl_easy_escape(NULL, qv[i], 0);
+		char	   *k = curl_easy_escape(NULL, qn[i], 0);
+
+		appendStringInfo(&url, "%c%s=%s", i == 0 ? '?' : '&', k, v);
+		curl_free(v);
+		curl_free(k);
+	}
+	return url.data;
+}
+
+/*
+ * claim_and_start claims up to max_rows due rows, commits them as in
+ * flight, then starts their HTTP calls.  Returns the number claimed.
+ */
+static int
+claim_and_start(int max_rows)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1];
+	int			ret;
+	uint64		i;
+	List	   *reqs = NIL;
+	ListCell   *lc;
+	int			n;
+
+	args[0] = Int32GetDatum(max_rows);
+	begin_tx("sam_ext: claiming outbox rows");
+	ret = SPI_execute_with_args("SELECT id, method, path, query_names, query_values, "
+								"json_body, form_names, form_values FROM sam._claim($1)",
+								1, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "sam._claim failed: %d", ret);
+
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		SamHttpRequest *req = sam_http_new_request(requests_cxt, id);
+		MemoryContext old = MemoryContextSwitchTo(req->cxt);
+		char	  **qn,
+				  **qv;
+		int			nqn,
+					nqv;
+		Datum		d;
+		int			nfv;
+
+		req->method = SPI_getvalue(tup, desc, 2);
+		d = SPI_getbinval(tup, desc, 4, &isnull);
+		qn = text_array_to_cstrings(d, isnull, &nqn, req->cxt);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		qv = text_array_to_cstrings(d, isnull, &nqv, req->cxt);
+		req->url = build_url(SPI_getvalue(tup, desc, 3), qn, qv, Min(nqn, nqv));
+		req->json_body = SPI_getvalue(tup, desc, 6);
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		req->form_names = text_array_to_cstrings(d, isnull, &req->nform, req->cxt);
+		d = SPI_getbinval(tup, desc, 8, &isnull);
+		req->form_values = text_array_to_cstrings(d, isnull, &nfv, req->cxt);
+		if (nfv < req->nform)
+			req->nform = nfv;
+		/* the list must outlive SPI_finish: keep it in the worker's context */
+		MemoryContextSwitchTo(requests_cxt);
+		reqs = lappend(reqs, req);
+		MemoryContextSwitchTo(old);
+	}
+	end_tx();
+
+	/* committed as in_flight: only now may the calls go out */
+	n = list_length(reqs);
+	foreach(lc, reqs)
+		sam_http_start((SamHttpRequest *) lfirst(lc), api_key);
+	list_free(reqs);
+	return n;
+}
+
+/*
+ * record_results records finished requests in one transaction with
+ * sam._complete and frees them.
+ */
+static void
+record_results(List *finished)
+{
+	int			n = list_length(finished);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *bodies = palloc(sizeof(Datum) * n);
+	bool	   *body_nulls = palloc(sizeof(bool) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	bool	   *error_nulls = palloc(sizeof(bool) * n);
+	Datum	   *elapsed = palloc(sizeof(Datum) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	Oid			argtypes[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
+	Datum		args[5];
+	ListCell   *lc;
+	int			i = 0;
+	int			ret;
+
+	begin_tx("sam_ext: recording Unipile results");
+	foreach(lc, finished)
+	{
+		SamHttpRequest *req = lfirst(lc);
+		const char *err = req->error;
+
+		ids[i] = Int64GetDatum(req->id);
+		statuses[i] = Int32GetDatum((int32) req->status);
+		body_nulls[i] = true;
+		bodies[i] = (Datum) 0;
+		if (req->response.data && req->response.len > 0)
+		{
+			if (memchr(req->response.data, '\0', req->response.len) != NULL)
+				err = err ? err : "response contains NUL bytes";
+			else if (!pg_verifymbstr(req->response.data, req->response.len, true))
+				err = err ? err : "response is not valid UTF-8";
+			else
+			{
+				bodies[i] = PointerGetDatum(cstring_to_text_with_len(req->response.data,
+																	 req->response.len));
+				body_nulls[i] = false;
+			}
+		}
+		error_nulls[i] = (err == NULL);
+		errors[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
+		elapsed[i] = Float8GetDatum(req->elapsed_ms);
+		i++;
+	}
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs,
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(elapsed, n, FLOAT8OID, 8, true, TYPALIGN_DOUBLE));
+	ret = SPI_execute_with_args("SELECT sam._complete($1, $2, $3, $4, $5)",
+								5, argtypes, args, NULL, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "sam._complete failed: %d", ret);
+	end_tx();
+
+	foreach(lc, finished)
+		sam_http_release((SamHttpRequest *) lfirst(lc));
+}
+
+/* run_simple runs one SQL statement in its own transaction */
+static void
+run_simple(const char *sql, const char *activity)
+{
+	begin_tx(activity);
+	if (SPI_execute(sql, false, 0) < 0)
+		elog(ERROR, "%s failed", sql);
+	end_tx();
+}
+
+/* next_due_ms asks how long until the next claimable row is due */
+static long
+next_due_ms(void)
+{
+	long		ms = SAM_MAX_IDLE_MS;
+	bool		isnull;
+
+	begin_tx("sam_ext: looking for due work");
+	if (SPI_execute("SELECT sam._next_due_ms()", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			ms = DatumGetInt64(d);
+	}
+	end_tx();
+	if (ms < 0)
+		ms = 0;
+	if (ms > SAM_MAX_IDLE_MS)
+		ms = SAM_MAX_IDLE_MS;
+	return ms;
+}
+
+static void
+process_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		load_api_key();
+		warned_no_dsn = false;
+	}
+}
+
+/*
+ * sam_worker_main is the entry point of the background worker.
+ */
+void
+sam_worker_main(Datum main_arg)
+{
+	bool		recovered = false;
+	bool		may_have_work = true;
+	List	   *finished = NIL;
+	TimestampTz last_flush = GetCurrentTimestamp();
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(sam_database_name, NULL, 0);
+	pgstat_report_appname("sam_ext worker");
+
+	requests_cxt = AllocSetContextCreate(TopMemoryContext, "sam_ext requests",
+										 ALLOCSET_DEFAULT_SIZES);
+	sam_http_init();
+	load_api_key();
+
+	SpinLockAcquire(&sam_shared->mutex);
+	sam_shared->worker_latch = MyLatch;
+	sam_shared->worker_pid = MyProcPid;
+	SpinLockRelease(&sam_shared->mutex);
+	on_proc_exit(worker_exit, (Datum) 0);
+
+	ereport(LOG,
+			(errmsg("sam_ext worker started for database \"%s\"", sam_database_name)));
+
+	for (;;)
+	{
+		int			in_flight = sam_http_in_flight();
+		long		timeout;
+
+		process_interrupts();
+
+		if (in_flight == 0 && finished == NIL)
+		{
+			/* between batches: is there anything to serve? */
+			if (!extension_installed())
+			{
+				recovered = false;
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 5000L, PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				continue;
+			}
+			if (!recovered)
+			{
+				run_simple("SELECT sam._worker_recover()",
+						   "sam_ext: reconciling rows left in flight");
+				recovered = true;
+				may_have_work = true;
+			}
+			if (sam_unipile_dsn == NULL || sam_unipile_dsn[0] == '\0')
+			{
+				if (!warned_no_dsn)
+					ereport(LOG,
+							(errmsg("sam_ext worker is idle: sam.unipile_dsn is not set")));
+				warned_no_dsn = true;
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 SAM_MAX_IDLE_MS, PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				continue;
+			}
+		}
+
+		/* fill free slots */
+		if (may_have_work && in_flight < sam_max_concurrency &&
+			list_length(finished) < sam_batch_size)
+		{
+			int			want = Min(sam_max_concurrency - in_flight, sam_batch_size);
+			int			got = claim_and_start(want);
+
+			if (got < want)
+				may_have_work = false;
+			in_flight += got;
+		}
+
+		if (in_flight > 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(requests_cxt);
+
+			in_flight = sam_http_drive(10, &finished);
+			MemoryContextSwitchTo(old);
+			/* a commit elsewhere may have queued more */
+			if (MyLatch->is_set)
+			{
+				ResetLatch(MyLatch);
+				may_have_work = true;
+			}
+		}
+
+		if (finished != NIL &&
+			(in_flight == 0 || list_length(finished) >= sam_batch_size ||
+			 TimestampDifferenceExceeds(last_flush, GetCurrentTimestamp(),
+										SAM_FLUSH_INTERVAL_MS)))
+		{
+			record_results(finished);
+			list_free(finished);
+			finished = NIL;
+			last_flush = GetCurrentTimestamp();
+			may_have_work = true;
+			continue;
+		}
+
+		if (in_flight > 0 || may_have_work)
+			continue;
+
+		/* idle: sleep until woken by a commit or until the next row is due */
+		timeout = next_due_ms();
+
+		/*
+		 * Due rows that the claim did not take are locked by someone else
+		 * right now; look again shortly instead of spinning.
+		 */
+		if (timeout == 0)
+			timeout = 50;
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 timeout, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		may_have_work = true;
+	}
+}
