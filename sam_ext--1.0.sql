@@ -17,15 +17,16 @@
 CREATE TABLE sam.clock (
     singleton boolean PRIMARY KEY DEFAULT true,
     offset_by interval NOT NULL DEFAULT '0',
+    frozen_at timestamptz,
     CONSTRAINT clock_singleton CHECK (singleton)
 );
 INSERT INTO sam.clock DEFAULT VALUES;
-COMMENT ON TABLE sam.clock IS 'Offset of the engine''s clock from the real one (tests and the demo move it forward to simulate days)';
+COMMENT ON TABLE sam.clock IS 'The engine''s clock: an offset from the real one, or a frozen instant (tests and the demo move it forward to simulate days)';
 
 CREATE FUNCTION sam.now() RETURNS timestamptz
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT pg_catalog.now() OPERATOR(pg_catalog.+) (SELECT c.offset_by FROM sam.clock c) $$;
-COMMENT ON FUNCTION sam.now() IS 'The engine''s clock: the transaction''s time plus sam.clock''s offset; everything reads time from here';
+AS $$ SELECT coalesce(c.frozen_at, pg_catalog.now() OPERATOR(pg_catalog.+) c.offset_by) FROM sam.clock c $$;
+COMMENT ON FUNCTION sam.now() IS 'The engine''s clock: the transaction''s time plus sam.clock''s offset, or the frozen instant; everything reads time from here';
 
 ------------------------------------------------------------------------
 -- C functions
@@ -53,18 +54,19 @@ COMMENT ON FUNCTION sam.template_variables(text) IS 'Parses a template: its vari
 CREATE FUNCTION sam._url_encode(text) RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_url_encode';
 
-CREATE FUNCTION sam.set_clock(t timestamptz) RETURNS jsonb
+CREATE FUNCTION sam.set_clock(t timestamptz, frozen boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF t IS NULL THEN
+    IF t IS NULL OR frozen IS NULL THEN
         RAISE EXCEPTION 'invalid t: must not be null' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    UPDATE sam.clock SET offset_by = t - pg_catalog.now();
+    UPDATE sam.clock SET offset_by = t - pg_catalog.now(),
+                         frozen_at = CASE WHEN frozen THEN t END;
     PERFORM sam._wake_worker();
     RETURN jsonb_build_object('success', true, 'now', sam.now());
 END $$;
-COMMENT ON FUNCTION sam.set_clock(timestamptz) IS 'Sets the engine''s clock (tests and demos)';
+COMMENT ON FUNCTION sam.set_clock(timestamptz, boolean) IS 'Sets the engine''s clock (tests and demos); frozen: it stays there until moved';
 
 CREATE FUNCTION sam.advance_clock(by_interval interval) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -75,7 +77,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The clock only moves forward; use sam.reset_clock() to go back to real time.';
     END IF;
-    UPDATE sam.clock SET offset_by = offset_by + by_interval;
+    UPDATE sam.clock SET offset_by = offset_by + by_interval, frozen_at = frozen_at + by_interval;
     PERFORM sam._wake_worker();
     RETURN jsonb_build_object('success', true, 'now', sam.now());
 END $$;
@@ -85,10 +87,11 @@ CREATE FUNCTION sam.reset_clock() RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    UPDATE sam.clock SET offset_by = '0';
+    UPDATE sam.clock SET offset_by = '0', frozen_at = NULL;
     PERFORM sam._wake_worker();
     RETURN jsonb_build_object('success', true, 'now', sam.now());
 END $$;
+COMMENT ON FUNCTION sam.reset_clock() IS 'Puts the engine''s clock back on real time';
 
 ------------------------------------------------------------------------
 -- Validation helpers
@@ -532,6 +535,31 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION sam.resume_account(text) IS 'Resumes a paused or reconnected account; its held calls go out';
 
+CREATE FUNCTION sam.delete_account(account_id text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts := sam._account_or_fail(delete_account.account_id);
+    n_campaigns integer;
+    n_prospects integer;
+    n_calls integer;
+BEGIN
+    IF EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = a.account_id AND o.state = 'in_flight') THEN
+        RAISE EXCEPTION 'account "%" has Unipile calls in flight', a.account_id
+            USING ERRCODE = 'object_in_use', HINT = 'Pause the account and try again once they are recorded.';
+    END IF;
+    DELETE FROM sam.outbox o WHERE o.account_id = a.account_id;
+    GET DIAGNOSTICS n_calls = ROW_COUNT;
+    DELETE FROM sam.prospects p WHERE p.account_id = a.account_id;
+    GET DIAGNOSTICS n_prospects = ROW_COUNT;
+    DELETE FROM sam.campaigns c WHERE c.account_id = a.account_id;
+    GET DIAGNOSTICS n_campaigns = ROW_COUNT;
+    DELETE FROM sam.accounts x WHERE x.account_id = a.account_id;
+    RETURN jsonb_build_object('success', true, 'account_id', a.account_id, 'campaigns', n_campaigns,
+                              'prospects', n_prospects, 'outbox', n_calls);
+END $$;
+COMMENT ON FUNCTION sam.delete_account(text) IS 'Deletes an account with its campaigns, prospects and calls (refused while calls are in flight)';
+
 ------------------------------------------------------------------------
 -- Campaigns
 ------------------------------------------------------------------------
@@ -541,7 +569,7 @@ COMMENT ON FUNCTION sam.resume_account(text) IS 'Resumes a paused or reconnected
  * their stored form [{"delay": "1 day", "template": "..."}].
  */
 CREATE FUNCTION sam._check_follow_ups(steps jsonb, custom_variables text[]) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET IntervalStyle = 'postgres'
 AS $$
 DECLARE
     s jsonb;

@@ -1,0 +1,70 @@
+-- Queueing connection requests: daily and rolling-7-day caps, working hours, spacing, idempotency.
+\set SHOW_CONTEXT never
+SET TimeZone = 'UTC';
+SET DateStyle = 'ISO, YMD';
+SET IntervalStyle = 'postgres';
+SELECT sam.set_clock('2026-03-02 10:00:00+00', frozen => true)->>'now' AS now;   -- a Monday, 11:00 in Paris
+SELECT sam.create_account('acc-q', time_zone => 'Europe/Paris', daily_invite_cap => 4, weekly_invite_cap => 10,
+                          spacing_min => '2 minutes', spacing_max => '5 minutes')->>'success' AS ok;
+SELECT (sam.create_campaign('acc-q', 'Caps', 'Hello {first_name|there}'))->>'campaign_id' AS cid \gset
+SELECT (sam.add_prospects(:cid, (SELECT jsonb_agg(jsonb_build_object('provider_id', 'ACoQ' || i, 'first_name', 'P' || i))
+                                  FROM generate_series(1, 30) i)))->>'inserted' AS inserted;
+-- day 1: 4 invitations (the daily cap), spaced 2 to 5 minutes apart
+SELECT sam.start_campaign(:cid) - 'campaign_id' AS started;
+SELECT count(*) AS queued, bool_and(gap BETWEEN interval '2 minutes' AND interval '5 minutes') AS spaced
+  FROM (SELECT not_before - lag(not_before) OVER (ORDER BY not_before) AS gap FROM sam.outbox
+         WHERE account_id = 'acc-q') s;
+SELECT request->'json'->>'message' AS note, request->'json'->>'provider_id' AS to_whom
+  FROM sam.outbox WHERE account_id = 'acc-q' ORDER BY id LIMIT 2;
+-- calling again queues nothing more: cap reached, and each action has one row
+SELECT sam.send_connection_requests(:cid) - 'campaign_id' AS again;
+SELECT sam.process_pending_prospects() - 'campaigns' AS job;
+SELECT count(*) AS rows, count(DISTINCT idempotency_key) AS keys FROM sam.outbox WHERE account_id = 'acc-q';
+-- an action cannot be queued twice, whoever tries
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
+SELECT account_id, kind, idempotency_key, request FROM sam.outbox WHERE account_id = 'acc-q' LIMIT 1;
+
+-- evening: outside working hours, nothing is queued and the answer says when the window opens
+SELECT sam.set_clock('2026-03-02 18:30:00+00', frozen => true)->>'now' AS now;
+SELECT sam.send_connection_requests(:cid) - 'campaign_id' AS evening;
+-- next day: 4 more
+SELECT sam.set_clock('2026-03-03 09:00:00+00', frozen => true)->>'now' AS now;
+SELECT (sam.process_pending_prospects())->'queued' AS queued_day2;
+SELECT sam.set_clock('2026-03-04 09:00:00+00', frozen => true)->>'now' AS now;
+SELECT (sam.process_pending_prospects())->'queued' AS queued_day3;
+-- day 4: only 2 left in the rolling week (10)
+SELECT sam.set_clock('2026-03-05 09:00:00+00', frozen => true)->>'now' AS now;
+SELECT sam.send_connection_requests(:cid) - 'campaign_id' AS day4;
+SELECT sam.set_clock('2026-03-06 09:00:00+00', frozen => true)->>'now' AS now;
+SELECT sam.send_connection_requests(:cid) - 'campaign_id' AS day5;
+-- Saturday is not a working day
+SELECT sam.set_clock('2026-03-07 10:00:00+00', frozen => true)->>'now' AS now;
+SELECT sam.send_connection_requests(:cid) - 'campaign_id' AS saturday;
+-- a week after day 1 the rolling window has room again
+SELECT sam.set_clock('2026-03-09 12:00:00+00', frozen => true)->>'now' AS now;
+SELECT (sam.send_connection_requests(:cid))->'queued' AS next_monday;
+SELECT date_trunc('day', not_before) AS day, count(*) FROM sam.outbox WHERE account_id = 'acc-q' GROUP BY 1 ORDER BY 1;
+
+-- a paused account queues nothing; its queued calls are held, not lost
+SELECT sam.pause_account('acc-q')->>'status';
+SELECT sam.set_clock('2026-03-10 10:00:00+00', frozen => true)->>'now' AS now;
+SELECT sam.send_connection_requests(:cid) - 'campaign_id' AS paused;
+SELECT count(*) AS claimable FROM sam._claim(100);
+SELECT sam.resume_account('acc-q')->>'status';
+
+-- a paused campaign keeps its rows queued and they are not claimed
+SELECT sam.pause_campaign(:cid)->>'status';
+SELECT count(*) AS claimable_while_paused FROM sam._claim(100);
+SELECT sam.resume_campaign(:cid) ->> 'status';
+SELECT count(*) > 0 AS claimable_after_resume FROM sam._claim(100);
+SELECT state, count(*) FROM sam.outbox WHERE account_id = 'acc-q' GROUP BY 1 ORDER BY 1;
+
+-- rows claimed outside working hours wait for the next window instead
+SELECT sam.create_account('acc-night', time_zone => 'America/New_York', spacing_min => '0', spacing_max => '0')->>'success';
+SELECT (sam.create_campaign('acc-night', 'Night'))->>'campaign_id' AS nid \gset
+SELECT (sam.add_prospects(:nid, '[{"provider_id": "ACoNIGHT1"}]'))->>'inserted';
+SELECT sam.set_clock('2026-03-10 15:00:00+00', frozen => true)->>'now' AS now;   -- 11:00 in New York
+SELECT (sam.start_campaign(:nid))->>'queued' AS queued;
+SELECT sam.set_clock('2026-03-11 02:00:00+00', frozen => true)->>'now' AS now;   -- 22:00 in New York
+SELECT count(*) AS claimed_at_night FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-night';
+SELECT not_before FROM sam.outbox WHERE account_id = 'acc-night';

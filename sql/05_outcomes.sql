@@ -1,0 +1,106 @@
+-- How each Unipile answer is applied (sam._complete is what the worker calls with its results).
+\set SHOW_CONTEXT never
+SET TimeZone = 'UTC';
+SET DateStyle = 'ISO, YMD';
+SET IntervalStyle = 'postgres';
+SELECT sam.set_clock('2026-03-02 10:00:00+00', frozen => true)->>'now' AS now;
+SELECT sam.create_account('acc-o', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '0', spacing_max => '0')->>'success' AS ok;
+SELECT (sam.create_campaign('acc-o', 'Outcomes', 'Hi {first_name|there}'))->>'campaign_id' AS cid \gset
+SELECT (sam.add_prospects(:cid, (SELECT jsonb_agg(jsonb_build_object('provider_id', 'ACoO' || lpad(i::text, 2, '0')))
+                                  FROM generate_series(1, 11) i)
+                                || '[{"public_identifier": "pub-person"}]'))->>'inserted' AS inserted;
+SELECT (sam.start_campaign(:cid))->>'queued' AS queued;
+
+CREATE TEMP TABLE claimed AS SELECT * FROM sam._claim(100);
+SELECT c.method, c.path, c.query_names, c.query_values, c.json_body::jsonb - 'account_id' AS body
+  FROM claimed c ORDER BY c.id LIMIT 2;
+SELECT state, count(*) FROM sam.outbox WHERE account_id = 'acc-o' GROUP BY 1;
+
+-- one batch of results, one per outcome family
+CREATE TEMP TABLE results (provider_id text, status int, body text, error text);
+INSERT INTO results VALUES
+ ('ACoO01', 201, '{"object": "UserInvitationSent", "invitation_id": "7001"}', NULL),
+ ('ACoO02', 422, '{"status": 422, "type": "errors/already_invited_recently", "title": "Should delay new invitation to this recipient"}', NULL),
+ ('ACoO03', 422, '{"status": 422, "type": "errors/already_connected", "title": "Already connected"}', NULL),
+ ('ACoO04', 422, '{"status": 422, "type": "errors/cannot_resend_yet", "title": "Cannot resend yet", "detail": "You have reached a temporary provider limit."}', NULL),
+ ('ACoO05', 422, '{"status": 422, "type": "errors/cannot_invite_attendee", "title": "Cannot invite"}', NULL),
+ ('ACoO06', 429, '{"status": 429, "type": "errors/too_many_requests", "title": "Too many requests"}', NULL),
+ ('ACoO07', 500, '{"status": 500, "type": "errors/unexpected_error", "title": "Unexpected error"}', NULL),
+ ('ACoO08', 0, NULL, 'timeout after 30000 ms'),
+ ('ACoO09', 200, '<html>Bad gateway</html>', NULL),
+ ('ACoO10', 400, '{"status": 400, "type": "errors/too_many_characters", "title": "Too many characters"}', NULL),
+ ('ACoO11', 502, '<html><body>502 Bad Gateway</body></html>', NULL);
+SELECT sam._complete(array_agg(o.id ORDER BY o.id), array_agg(r.status ORDER BY o.id),
+                     array_agg(r.body ORDER BY o.id), array_agg(r.error ORDER BY o.id),
+                     array_agg(12.5::float8 ORDER BY o.id))
+  FROM results r JOIN sam.outbox o ON o.request->'json'->>'provider_id' = r.provider_id;
+
+SELECT p.provider_id, p.status, p.invitation_id, p.follow_up_due_at, p.last_error,
+       o.state, o.attempts, o.needs_check, o.http_status, o.error_type, o.not_before > sam.now() AS later
+  FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id AND o.kind <> 'resolve_profile'
+ WHERE p.account_id = 'acc-o' ORDER BY p.id;
+SELECT invites_paused_until, status FROM sam.accounts WHERE account_id = 'acc-o';
+
+-- the profile lookup: its answer gives the provider id; the invitation waits for the account's pause to end
+SELECT sam._complete(ARRAY[o.id], ARRAY[200],
+                     ARRAY['{"object": "UserProfile", "provider_id": "ACoRESOLVED", "first_name": "Pub", "is_relationship": false}'],
+                     ARRAY[NULL::text], ARRAY[3.0::float8])
+  FROM sam.outbox o WHERE o.kind = 'resolve_profile' AND o.account_id = 'acc-o';
+SELECT provider_id, first_name, status FROM sam.prospects WHERE public_identifier = 'pub-person';
+SELECT kind, state FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE p.public_identifier = 'pub-person' ORDER BY o.id;
+SELECT (sam.send_connection_requests(:cid))->>'reason' AS reason;
+
+-- after the pause: retries whose outcome is unknown are checked first, never resent blindly
+SELECT sam.advance_clock('7 hours')->>'now' AS now;
+CREATE TEMP TABLE claimed2 AS SELECT * FROM sam._claim(100);
+SELECT o.request->'json'->>'provider_id' AS provider_id, c.method, c.path, o.needs_check
+  FROM claimed2 c JOIN sam.outbox o ON o.id = c.id ORDER BY c.id;
+-- the check of ACoO07 finds the invitation pending (it had gone through); ACoO08's check finds nothing: sent again
+SELECT sam._complete(array_agg(c.id ORDER BY c.id),
+         array_agg(200 ORDER BY c.id),
+         array_agg(CASE o.request->'json'->>'provider_id'
+                   WHEN 'ACoO07' THEN '{"object": "UserProfile", "provider_id": "ACoO07", "invitation": {"type": "SENT", "status": "PENDING"}}'
+                   WHEN 'ACoO08' THEN '{"object": "UserProfile", "provider_id": "ACoO08", "is_relationship": false}'
+                   WHEN 'ACoO09' THEN '{"object": "UserProfile", "provider_id": "ACoO09", "network_distance": "FIRST_DEGREE", "is_relationship": true}'
+                   ELSE '{"object": "UserInvitationSent", "invitation_id": "7100"}' END ORDER BY c.id),
+         array_agg(NULL::text ORDER BY c.id), array_agg(1.0::float8 ORDER BY c.id))
+  FROM claimed2 c JOIN sam.outbox o ON o.id = c.id;
+SELECT p.provider_id, p.status, o.state, o.needs_check, o.error
+  FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id AND o.kind = 'invite'
+ WHERE p.provider_id IN ('ACoO04', 'ACoO06', 'ACoO07', 'ACoO08', 'ACoO09', 'ACoO11', 'ACoRESOLVED') ORDER BY p.id;
+
+-- exhausted retries are dead, and the prospect fails with the reason
+UPDATE sam.outbox SET attempts = 4, state = 'queued', not_before = sam.now()
+ WHERE request->'json'->>'provider_id' = 'ACoO08';
+CREATE TEMP TABLE claimed3 AS SELECT c.* FROM sam._claim(100) c;
+SELECT sam._complete(ARRAY[c.id], ARRAY[503], ARRAY['{"status": 503, "type": "errors/service_unavailable", "title": "Service unavailable"}'],
+                     ARRAY[NULL::text], ARRAY[1.0::float8])
+  FROM claimed3 c JOIN sam.outbox o ON o.id = c.id WHERE o.request->'json'->>'provider_id' = 'ACoO08';
+SELECT p.status, p.last_error, o.state, o.attempts, o.error FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id
+ WHERE p.provider_id = 'ACoO08';
+
+-- 401 of the disconnected family: the account is disconnected and its calls are held
+SELECT (sam.add_prospects(:cid, '[{"provider_id": "ACoO12"}]'))->>'inserted' AS inserted;
+SELECT (sam.send_connection_requests(:cid))->>'queued' AS queued;
+CREATE TEMP TABLE claimed4 AS SELECT c.* FROM sam._claim(100) c;
+SELECT sam._complete(ARRAY[c.id], ARRAY[401], ARRAY['{"status": 401, "type": "errors/disconnected_account", "title": "Disconnected account"}'],
+                     ARRAY[NULL::text], ARRAY[1.0::float8])
+  FROM claimed4 c JOIN sam.outbox o ON o.id = c.id WHERE o.request->'json'->>'provider_id' = 'ACoO12';
+SELECT status, status_reason FROM sam.accounts WHERE account_id = 'acc-o';
+SELECT o.state, o.attempts, o.error_type FROM sam.outbox o WHERE request->'json'->>'provider_id' = 'ACoO12';
+SELECT status FROM sam.prospects WHERE provider_id = 'ACoO12';
+SELECT count(*) AS claimable_while_disconnected FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-o';
+SELECT sam.resume_account('acc-o')->>'status';
+
+-- a result for a row that is no longer in flight changes nothing; a broken one never blocks the others
+SELECT sam._complete(ARRAY[-1, (SELECT min(id) FROM sam.outbox)], ARRAY[201, 201], ARRAY[NULL, NULL]::text[],
+                     ARRAY[NULL, NULL]::text[], ARRAY[1, 1]::float8[]);
+
+-- restart: rows in flight are queued again; actions must be checked first
+UPDATE sam.outbox SET state = 'in_flight' WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10')
+   OR kind = 'resolve_profile';
+SELECT sam._worker_recover() > 0 AS recovered;
+SELECT kind, request->'json'->>'provider_id' AS provider_id, state, needs_check, error FROM sam.outbox
+ WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10') OR kind = 'resolve_profile' ORDER BY 1, 2;
