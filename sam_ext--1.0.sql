@@ -213,6 +213,7 @@ CREATE TABLE sam.prospects (
     follow_up_sequence_index integer NOT NULL DEFAULT 0,
     invitation_id text,
     chat_id text,
+    connected_via text,
     last_error text,
     created_at timestamptz NOT NULL DEFAULT sam.now(),
     updated_at timestamptz NOT NULL DEFAULT sam.now(),
@@ -235,6 +236,7 @@ CREATE UNIQUE INDEX prospects_account_public_key ON sam.prospects (account_id, p
 CREATE INDEX prospects_campaign_status_idx ON sam.prospects (campaign_id, status);
 CREATE INDEX prospects_follow_up_due_idx ON sam.prospects (follow_up_due_at) WHERE follow_up_due_at IS NOT NULL;
 COMMENT ON TABLE sam.prospects IS 'People a campaign reaches, their state in the sequence and the time of each transition';
+COMMENT ON COLUMN sam.prospects.connected_via IS 'The evidence of acceptance: webhook, relations, note_chat, reply, already_connected, profile';
 COMMENT ON COLUMN sam.prospects.follow_up_due_at IS 'When the next step (acceptance check or follow-up) is due';
 
 CREATE TABLE sam.outbox (
@@ -1273,12 +1275,13 @@ BEGIN
 END $$;
 
 -- sam._prospect_connected: positive evidence of acceptance
-CREATE FUNCTION sam._prospect_connected(p_id bigint, at_t timestamptz) RETURNS boolean
+CREATE FUNCTION sam._prospect_connected(p_id bigint, at_t timestamptz, via text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE sam.prospects p
-       SET status = 'connected', connected_at = at_t, updated_at = sam.now(), follow_up_sequence_index = 0,
+       SET status = 'connected', connected_at = at_t, connected_via = via, updated_at = sam.now(),
+           follow_up_sequence_index = 0,
            follow_up_due_at = at_t + coalesce(
                (SELECT (c.follow_ups->0->>'delay')::interval FROM sam.campaigns c WHERE c.id = p.campaign_id),
                interval '24 hours')
@@ -1304,7 +1307,7 @@ BEGIN
                 PERFORM sam._invite_confirmed(o, NULL);
             ELSIF coalesce((resp->>'is_relationship')::boolean, false)
                   OR resp->>'network_distance' = 'FIRST_DEGREE' THEN
-                PERFORM sam._prospect_connected(o.prospect_id, now_t);
+                PERFORM sam._prospect_connected(o.prospect_id, now_t, 'profile');
             ELSE
                 -- it never reached LinkedIn: send it now
                 UPDATE sam.outbox SET state = 'queued', needs_check = false, not_before = now_t,
@@ -1344,7 +1347,7 @@ BEGIN
             RETURN;
         END;
         IF coalesce((resp->>'is_relationship')::boolean, false) THEN
-            PERFORM sam._prospect_connected(o.prospect_id, now_t);
+            PERFORM sam._prospect_connected(o.prospect_id, now_t, 'profile');
         ELSE
             PERFORM sam._queue_invites(o.campaign_id);
         END IF;
@@ -1425,6 +1428,15 @@ BEGIN
         RETURN;
     END IF;
 
+    IF o.needs_check AND p_status = 404 AND o.kind = 'invite' THEN
+        -- no such profile, so no invitation to it exists: the earlier attempt did not happen
+        UPDATE sam.outbox SET state = 'queued', needs_check = false, not_before = sam.now(),
+                              attempts = greatest(o.attempts - 1, 0), updated_at = sam.now(),
+                              error = 'checked: the earlier attempt did not reach LinkedIn (profile not found)'
+         WHERE id = o.id;
+        RETURN;
+    END IF;
+
     IF o.needs_check THEN
         -- the check itself was refused: the outcome stays unknown, so never resend blindly
         PERFORM sam._dead(o, etype, format('could not check the outcome of an earlier attempt: HTTP %s: %s', p_status, detail));
@@ -1442,7 +1454,7 @@ BEGIN
             UPDATE sam.outbox SET state = 'done', error_type = etype, error = detail, finished_at = sam.now(),
                                   updated_at = sam.now()
              WHERE id = o.id;
-            PERFORM sam._prospect_connected(o.prospect_id, sam.now());
+            PERFORM sam._prospect_connected(o.prospect_id, sam.now(), 'already_connected');
             RETURN;
         ELSIF etype IN ('errors/cannot_resend_yet', 'errors/limit_exceeded') THEN
             SELECT * INTO a FROM sam.accounts WHERE account_id = o.account_id FOR UPDATE;
@@ -1484,6 +1496,256 @@ BEGIN
     END LOOP;
     RETURN coalesce(array_length(p_ids, 1), 0);
 END $$;
+
+------------------------------------------------------------------------
+-- Webhooks (stored by the ingest, applied at once)
+------------------------------------------------------------------------
+
+CREATE TABLE sam.webhook_events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT sam.now(),
+    source text NOT NULL,
+    event text,
+    account_id text,
+    dedupe_key text NOT NULL,
+    payload jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'received',
+    result jsonb,
+    error text,
+    attempts integer NOT NULL DEFAULT 0,
+    processed_at timestamptz,
+    CONSTRAINT webhook_events_dedupe_key UNIQUE (dedupe_key),
+    CONSTRAINT webhook_events_status_valid CHECK (status IN ('received', 'processed', 'unmatched', 'ignored', 'failed')),
+    CONSTRAINT webhook_events_source_length CHECK (char_length(source) BETWEEN 1 AND 100)
+);
+CREATE INDEX webhook_events_failed_idx ON sam.webhook_events (id) WHERE status = 'failed';
+CREATE INDEX webhook_events_received_idx ON sam.webhook_events (received_at);
+COMMENT ON TABLE sam.webhook_events IS 'Every Unipile webhook delivery, stored once (dedupe_key) and applied at once; failures keep their error and can be retried';
+SELECT pg_catalog.pg_extension_config_dump('sam.webhook_events', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.webhook_events', 'id'), '');
+
+
+-- sam._webhook_dedupe_key: the identity of an event, so that Unipile's retries are stored once
+CREATE FUNCTION sam._webhook_dedupe_key(p jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE
+        WHEN p->>'event' = 'new_relation' AND p->>'user_provider_id' IS NOT NULL
+            THEN 'new_relation:' || coalesce(p->>'account_id', '') || ':' || (p->>'user_provider_id')
+        WHEN p->>'event' IN ('message_received', 'message_reaction', 'message_read') AND p->>'message_id' IS NOT NULL
+            THEN (p->>'event') || ':' || coalesce(p->>'account_id', '') || ':' || (p->>'message_id')
+        ELSE 'payload:' || md5(p::text)
+    END
+$$;
+
+/*
+ * sam._apply_webhook applies one stored event and returns its status and
+ * result.  Every transition names the state it expects, so applying an
+ * event twice changes nothing the second time.
+ */
+CREATE FUNCTION sam._apply_webhook(e sam.webhook_events) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p jsonb := e.payload;
+    pr sam.prospects;
+    now_t timestamptz := sam.now();
+    sender text;
+    own text;
+    att jsonb;
+    n integer;
+    st text;
+BEGIN
+    IF e.event = 'new_relation' THEN
+        SELECT * INTO pr FROM sam.prospects x
+         WHERE x.account_id = e.account_id
+           AND (x.provider_id = p->>'user_provider_id'
+                OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(p->>'user_public_identifier')))
+         ORDER BY (x.provider_id = p->>'user_provider_id') DESC NULLS LAST
+         LIMIT 1 FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN jsonb_build_object('status', 'unmatched', 'reason', 'no prospect of this account is that person');
+        END IF;
+        IF pr.provider_id IS NULL THEN
+            UPDATE sam.prospects SET provider_id = p->>'user_provider_id' WHERE id = pr.id;
+        END IF;
+        IF sam._prospect_connected(pr.id, now_t, 'webhook') THEN
+            RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'connected');
+        END IF;
+        RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'none',
+                                  'reason', format('prospect is already %s', pr.status));
+
+    ELSIF e.event = 'message_received' THEN
+        sender := p->'sender'->>'attendee_provider_id';
+        own := coalesce(p->'account_info'->>'user_id',
+                        (SELECT a.own_provider_id FROM sam.accounts a WHERE a.account_id = e.account_id));
+        -- a message from the prospect is a reply (never our own: the sender must be the prospect)
+        IF sender IS NOT NULL AND (own IS NULL OR sender <> own) THEN
+            SELECT * INTO pr FROM sam.prospects x
+             WHERE x.account_id = e.account_id AND x.provider_id = sender
+             FOR UPDATE;
+            IF FOUND THEN
+                RETURN sam._prospect_replied(pr, p->>'chat_id', now_t);
+            END IF;
+        END IF;
+        -- our own first message in a new chat, equal to the invitation note: the invitation was accepted
+        IF sender IS NOT NULL AND sender = own THEN
+            FOR att IN SELECT * FROM jsonb_array_elements(coalesce(p->'attendees', '[]')) LOOP
+                CONTINUE WHEN att->>'attendee_provider_id' IS NULL OR att->>'attendee_provider_id' = own;
+                SELECT * INTO pr FROM sam.prospects x
+                 WHERE x.account_id = e.account_id AND x.provider_id = att->>'attendee_provider_id'
+                 FOR UPDATE;
+                CONTINUE WHEN NOT FOUND;
+                IF pr.chat_id IS NULL AND p->>'chat_id' IS NOT NULL THEN
+                    UPDATE sam.prospects SET chat_id = p->>'chat_id', updated_at = now_t WHERE id = pr.id;
+                END IF;
+                IF pr.status = 'connection_request_sent' AND EXISTS (
+                       SELECT 1 FROM sam.outbox o
+                        WHERE o.account_id = pr.account_id AND o.idempotency_key = 'invite:' || pr.id
+                          AND btrim(o.request->'json'->>'message') = btrim(p->>'message')) THEN
+                    PERFORM sam._prospect_connected(pr.id, now_t, 'note_chat');
+                    RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'connected',
+                                              'reason', 'the invitation note opened a chat: accepted');
+                END IF;
+                RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'none',
+                                          'reason', 'our own message');
+            END LOOP;
+        END IF;
+        RETURN jsonb_build_object('status', 'unmatched', 'reason', 'neither sender nor attendees are prospects of this account');
+
+    ELSIF e.event = 'account_status' THEN
+        st := p->'AccountStatus'->>'message';
+        IF NOT EXISTS (SELECT 1 FROM sam.accounts a WHERE a.account_id = e.account_id) THEN
+            RETURN jsonb_build_object('status', 'unmatched', 'reason', 'unknown account');
+        END IF;
+        IF st IN ('CREDENTIALS', 'ERROR', 'STOPPED') THEN
+            PERFORM sam._account_disconnected(e.account_id, 'unipile account status ' || st);
+            RETURN jsonb_build_object('status', 'processed', 'transition', 'disconnected');
+        ELSIF st IN ('OK', 'RECONNECTED', 'SYNC_SUCCESS') THEN
+            UPDATE sam.accounts SET status = 'active', status_reason = NULL, status_changed_at = now_t
+             WHERE account_id = e.account_id AND status = 'disconnected';
+            GET DIAGNOSTICS n = ROW_COUNT;
+            IF n > 0 THEN
+                PERFORM sam._wake_worker();
+            END IF;
+            RETURN jsonb_build_object('status', 'processed', 'transition', CASE WHEN n > 0 THEN 'active' ELSE 'none' END);
+        END IF;
+        RETURN jsonb_build_object('status', 'ignored', 'reason', format('account status %s needs no action', st));
+    END IF;
+    RETURN jsonb_build_object('status', 'ignored', 'reason', format('event %s is not used', coalesce(e.event, 'without a name')));
+END $$;
+
+-- sam._prospect_replied: the prospect wrote to us: the sequence stops, queued messages are cancelled
+CREATE FUNCTION sam._prospect_replied(pr sam.prospects, p_chat_id text, at_t timestamptz) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cancelled integer;
+BEGIN
+    IF pr.status NOT IN ('pending', 'connection_request_sent', 'connected') THEN
+        UPDATE sam.prospects SET chat_id = coalesce(chat_id, p_chat_id) WHERE id = pr.id;
+        RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'none',
+                                  'reason', format('prospect is already %s', pr.status));
+    END IF;
+    UPDATE sam.prospects
+       SET status = 'replied', replied_at = at_t, updated_at = at_t, follow_up_due_at = NULL,
+           chat_id = coalesce(chat_id, p_chat_id),
+           connected_at = coalesce(connected_at, at_t), connected_via = coalesce(connected_via, 'reply')
+     WHERE id = pr.id;
+    UPDATE sam.outbox SET state = 'cancelled', error = 'the prospect replied', finished_at = at_t, updated_at = at_t
+     WHERE prospect_id = pr.id AND kind IN ('start_chat', 'send_message', 'invite') AND state IN ('queued', 'failed')
+       AND NOT needs_check;
+    GET DIAGNOSTICS cancelled = ROW_COUNT;
+    RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'replied',
+                              'cancelled_calls', cancelled);
+END $$;
+
+/*
+ * sam.ingest_webhook(payload, source) stores a Unipile webhook delivery
+ * once and applies it at once.  Not JSON: SQLSTATE 22P02; not an object:
+ * 22023.  A duplicate delivery is acknowledged and not applied again; an
+ * event that fails to apply keeps its error (the ingest still answers 200:
+ * the event is safely stored and sam.retry_webhooks() applies it again).
+ */
+CREATE FUNCTION sam.ingest_webhook(payload text, source text DEFAULT 'unipile') RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p jsonb;
+    e sam.webhook_events;
+    r jsonb;
+    key text;
+BEGIN
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'invalid payload: must not be null' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    p := payload::jsonb;
+    IF jsonb_typeof(p) <> 'object' THEN
+        RAISE EXCEPTION 'invalid payload: a webhook must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF source IS NULL OR char_length(source) NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION 'invalid source: must be 1 to 100 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    key := sam._webhook_dedupe_key(p);
+    INSERT INTO sam.webhook_events AS w (source, event, account_id, dedupe_key, payload)
+    VALUES (source,
+            coalesce(p->>'event', CASE WHEN p ? 'AccountStatus' THEN 'account_status' END),
+            coalesce(p->>'account_id', p->'AccountStatus'->>'account_id'),
+            key, p)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING * INTO e;
+    IF e.id IS NULL THEN
+        RETURN jsonb_build_object('success', true, 'duplicate', true,
+            'id', (SELECT w.id FROM sam.webhook_events w WHERE w.dedupe_key = key));
+    END IF;
+    r := sam._apply_webhook_event(e.id);
+    RETURN jsonb_build_object('success', true, 'duplicate', false, 'id', e.id, 'event', e.event) || r;
+END $$;
+COMMENT ON FUNCTION sam.ingest_webhook(text, text) IS 'Stores a Unipile webhook once and applies it at once (the ingest''s only call)';
+
+-- sam._apply_webhook_event applies a stored event; a failure is kept on its row, never raised
+CREATE FUNCTION sam._apply_webhook_event(p_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    e sam.webhook_events;
+    r jsonb;
+BEGIN
+    SELECT * INTO e FROM sam.webhook_events WHERE id = p_id FOR UPDATE;
+    IF e.status NOT IN ('received', 'failed') THEN
+        RETURN jsonb_build_object('status', e.status);
+    END IF;
+    BEGIN
+        r := sam._apply_webhook(e);
+        UPDATE sam.webhook_events SET status = r->>'status', result = r, error = NULL,
+                                      attempts = attempts + 1, processed_at = sam.now()
+         WHERE id = e.id;
+    EXCEPTION WHEN OTHERS THEN
+        UPDATE sam.webhook_events SET status = 'failed', error = SQLERRM, attempts = attempts + 1
+         WHERE id = e.id;
+        RETURN jsonb_build_object('status', 'failed', 'error', SQLERRM);
+    END;
+    RETURN jsonb_build_object('status', r->>'status') || (r - 'status');
+END $$;
+
+CREATE FUNCTION sam.retry_webhooks(max_events integer DEFAULT 1000) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    w record;
+    n integer := 0;
+    ok integer := 0;
+BEGIN
+    FOR w IN SELECT id FROM sam.webhook_events WHERE status = 'failed' ORDER BY id LIMIT max_events
+             FOR UPDATE SKIP LOCKED LOOP
+        n := n + 1;
+        IF sam._apply_webhook_event(w.id)->>'status' <> 'failed' THEN
+            ok := ok + 1;
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('success', true, 'retried', n, 'applied', ok, 'still_failing', n - ok);
+END $$;
+COMMENT ON FUNCTION sam.retry_webhooks(integer) IS 'Applies again the webhook events that failed';
 
 ------------------------------------------------------------------------
 -- Jobs (what pg_cron runs)
