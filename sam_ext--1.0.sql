@@ -256,6 +256,9 @@ CREATE TABLE sam.outbox (
     error text,
     response jsonb,
     duration_ms double precision,
+    job_run_id bigint,
+    context jsonb,
+    outcome jsonb,
     created_at timestamptz NOT NULL DEFAULT sam.now(),
     claimed_at timestamptz,
     finished_at timestamptz,
@@ -272,9 +275,12 @@ CREATE INDEX outbox_account_due_idx ON sam.outbox (account_id, not_before) WHERE
 CREATE INDEX outbox_in_flight_idx ON sam.outbox (claimed_at) WHERE state = 'in_flight';
 CREATE INDEX outbox_account_kind_idx ON sam.outbox (account_id, kind, not_before);
 CREATE INDEX outbox_prospect_idx ON sam.outbox (prospect_id) WHERE prospect_id IS NOT NULL;
+CREATE INDEX outbox_job_run_idx ON sam.outbox (job_run_id) WHERE job_run_id IS NOT NULL;
 COMMENT ON TABLE sam.outbox IS 'Every Unipile call, as a durable row first: queued -> in_flight -> done | failed (retry at not_before) | dead | cancelled';
 COMMENT ON COLUMN sam.outbox.idempotency_key IS 'One action, one row: queuing the same action twice is impossible';
 COMMENT ON COLUMN sam.outbox.needs_check IS 'The outcome of an earlier attempt is unknown (crash, timeout, 5xx): Unipile is asked before anything is sent again';
+COMMENT ON COLUMN sam.outbox.job_run_id IS 'The job run that queued the call and waits for its answer';
+COMMENT ON COLUMN sam.outbox.outcome IS 'What the answer did (for example, acceptances found on a page of relations)';
 COMMENT ON COLUMN sam.outbox.request IS 'The call: {"method", "path", "query": {}, "json": {} | "form": [[name, value], ...]}; the API key is added by the worker only';
 
 CREATE TRIGGER outbox_wake AFTER INSERT OR UPDATE ON sam.outbox
@@ -1329,6 +1335,11 @@ BEGIN
 
     IF o.kind = 'invite' THEN
         PERFORM sam._invite_confirmed(o, resp->>'invitation_id');
+    ELSIF o.kind = 'relations_page' THEN
+        PERFORM sam._on_relations_page(o, resp);
+    ELSIF o.kind = 'withdraw_invite' THEN
+        UPDATE sam.prospects SET status = 'withdrawn', withdrawn_at = now_t, updated_at = now_t, follow_up_due_at = NULL
+         WHERE id = o.prospect_id AND status = 'connection_request_sent';
     ELSIF o.kind = 'resolve_profile' THEN
         IF coalesce(resp->>'provider_id', '') = '' THEN
             PERFORM sam._dead(o, 'bad_response', 'profile answer has no provider_id');
@@ -1440,6 +1451,14 @@ BEGIN
     IF o.needs_check THEN
         -- the check itself was refused: the outcome stays unknown, so never resend blindly
         PERFORM sam._dead(o, etype, format('could not check the outcome of an earlier attempt: HTTP %s: %s', p_status, detail));
+        RETURN;
+    END IF;
+
+    IF o.kind = 'withdraw_invite' AND p_status = 404 THEN
+        -- nothing pending to withdraw (accepted, declined or withdrawn already): the prospect stays as it is
+        UPDATE sam.outbox SET state = 'done', error_type = etype, error = 'no such pending invitation: ' || detail,
+                              finished_at = sam.now(), updated_at = sam.now()
+         WHERE id = o.id;
         RETURN;
     END IF;
 
@@ -1894,6 +1913,286 @@ CREATE FUNCTION sam.process_outbox() RETURNS jsonb
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
 AS $$ SELECT sam._run_job('process-outbox', '_job_process_outbox') $$;
 COMMENT ON FUNCTION sam.process_outbox() IS 'Hourly: requeues what is due, moves exhausted retries to dead, reports the queue by kind and state';
+
+------------------------------------------------------------------------
+-- Jobs that wait for Unipile's answers (run inside the worker, see src/jobs.c)
+------------------------------------------------------------------------
+
+CREATE FUNCTION sam._run_job_in_worker(job text) RETURNS bigint
+LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'sam_run_job_in_worker';
+
+/*
+ * sam._job_async_start runs in the worker: records the run, calls the
+ * job's start function (which queues its calls, tagged with the run) and
+ * says whether there is anything to wait for.
+ */
+CREATE FUNCTION sam._job_async_start(p_job text, p_deadline timestamptz)
+RETURNS TABLE (run_id bigint, finished boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rid bigint;
+    r jsonb;
+    msg text;
+    st text;
+BEGIN
+    INSERT INTO sam.job_runs (job) VALUES (p_job) RETURNING id INTO rid;
+    BEGIN
+        EXECUTE format('SELECT sam.%I($1)', '_job_' || replace(p_job, '-', '_') || '_start') INTO r USING rid;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+        UPDATE sam.job_runs SET status = 'failed', finished_at = clock_timestamp(),
+                                error = format('%s (SQLSTATE %s)', msg, st)
+         WHERE id = rid;
+        RAISE WARNING 'sam job % failed: %', p_job, msg;
+        RETURN QUERY SELECT rid, true;
+        RETURN;
+    END;
+    UPDATE sam.job_runs SET result = r WHERE id = rid;
+    IF NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.job_run_id = rid) THEN
+        PERFORM sam._job_async_poll(rid, true);
+        RETURN QUERY SELECT rid, true;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT rid, false;
+END $$;
+
+/*
+ * sam._job_async_poll runs in the worker: once none of the run's calls is
+ * waiting any more (or the deadline has passed), the job's finish function
+ * writes the answer.  Returns whether the run is finished.
+ */
+CREATE FUNCTION sam._job_async_poll(p_run_id bigint, p_deadline_passed boolean) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    jr sam.job_runs;
+    r jsonb;
+    msg text;
+    st text;
+BEGIN
+    SELECT * INTO jr FROM sam.job_runs WHERE id = p_run_id FOR UPDATE;
+    IF NOT FOUND OR jr.status <> 'running' THEN
+        RETURN true;
+    END IF;
+    -- still waiting: a call in flight, or due and claimable (not held by an inactive account)
+    IF NOT p_deadline_passed AND EXISTS (
+           SELECT 1 FROM sam.outbox o JOIN sam.accounts x ON x.account_id = o.account_id
+            WHERE o.job_run_id = p_run_id
+              AND (o.state = 'in_flight'
+                   OR (o.state IN ('queued', 'failed') AND o.not_before <= sam.now() AND x.status = 'active'))) THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT sam.%I($1, $2)', '_job_' || replace(jr.job, '-', '_') || '_finish')
+           INTO r USING p_run_id, coalesce(jr.result, '{}');
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, st = RETURNED_SQLSTATE;
+        UPDATE sam.job_runs SET status = 'failed', finished_at = clock_timestamp(),
+                                error = format('%s (SQLSTATE %s)', msg, st)
+         WHERE id = p_run_id;
+        RAISE WARNING 'sam job % failed: %', jr.job, msg;
+        RETURN true;
+    END;
+    r := jsonb_build_object('success', true) || r;
+    UPDATE sam.job_runs SET status = 'succeeded', finished_at = clock_timestamp(), result = r WHERE id = p_run_id;
+    RAISE LOG 'sam job %: %', jr.job, (r - 'results' - 'errors')::text;
+    RETURN true;
+END $$;
+
+/*
+ * sam._await_job hands a job to the worker, waits for it (at most
+ * sam.job_wait_timeout, then the answer says what is still pending) and
+ * returns its answer.
+ */
+CREATE FUNCTION sam._await_job(p_job text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rid bigint := sam._run_job_in_worker(p_job);
+    jr sam.job_runs;
+    r jsonb;
+BEGIN
+    IF rid = 0 THEN
+        r := jsonb_build_object('success', true, 'skipped', true,
+                                'reason', format('another run of %s is in progress', p_job));
+        INSERT INTO sam.job_runs (job, finished_at, status, result) VALUES (p_job, clock_timestamp(), 'skipped', r);
+        RETURN r;
+    ELSIF rid < 0 THEN
+        r := jsonb_build_object('success', false, 'error', CASE rid
+            WHEN -1 THEN 'the sam_ext worker is not running'
+            WHEN -2 THEN 'too many jobs are waiting for the worker'
+            ELSE 'the sam_ext worker did not answer in time' END);
+        INSERT INTO sam.job_runs (job, finished_at, status, error) VALUES (p_job, clock_timestamp(), 'failed', r->>'error');
+        RAISE WARNING 'sam job % failed: %', p_job, r->>'error'
+            USING HINT = 'Check that sam_ext is in shared_preload_libraries and that sam.database_name is this database.';
+        RETURN r;
+    END IF;
+    SELECT * INTO jr FROM sam.job_runs WHERE id = rid;
+    IF jr.status = 'succeeded' THEN
+        RETURN jr.result;
+    ELSIF jr.status = 'running' THEN
+        RETURN jsonb_build_object('success', false, 'error', 'the run is still going on', 'run_id', rid);
+    END IF;
+    RETURN jsonb_build_object('success', false, 'error', jr.error, 'run_id', rid);
+END $$;
+
+------------------------------------------------------------------------
+-- check_relations: the seed's backup acceptance detection
+------------------------------------------------------------------------
+
+/*
+ * sam._job_check_relations_start: for every active account with
+ * invitations pending, fetch the first page of its relations (newest
+ * first); the page handler fetches the next one only while the relations
+ * are newer than the oldest pending invitation.  Invitations pending longer
+ * than their campaign's withdraw_after are withdrawn.
+ */
+CREATE FUNCTION sam._job_check_relations_start(p_run_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a record;
+    now_t timestamptz := sam.now();
+    checked integer := 0;
+    accounts integer := 0;
+    withdrawing integer := 0;
+    stale_without_id integer := 0;
+    errors jsonb := '[]';
+    p record;
+BEGIN
+    FOR a IN SELECT x.account_id, x.status, x.status_reason, count(*) AS pending, min(pr.invited_at) AS oldest
+               FROM sam.accounts x
+               JOIN sam.prospects pr ON pr.account_id = x.account_id AND pr.status = 'connection_request_sent'
+              GROUP BY x.account_id
+              ORDER BY x.account_id
+    LOOP
+        IF a.status <> 'active' THEN
+            errors := errors || jsonb_build_array(jsonb_build_object('account_id', a.account_id,
+                'error', format('account is %s%s', a.status, coalesce(' (' || a.status_reason || ')', ''))));
+            CONTINUE;
+        END IF;
+        checked := checked + a.pending;
+        accounts := accounts + 1;
+        INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
+        VALUES (a.account_id, 'relations_page', format('relations:%s:1', p_run_id),
+                jsonb_build_object('method', 'GET', 'path', '/api/v1/users/relations',
+                                   'query', jsonb_build_object('account_id', a.account_id, 'limit', '100')),
+                p_run_id,
+                jsonb_build_object('page', 1,
+                    -- relations made before the oldest pending invitation cannot be acceptances of it
+                    'stop_before_ms', floor(extract(epoch FROM coalesce(a.oldest, now_t) - interval '1 hour') * 1000)));
+    END LOOP;
+
+    FOR p IN SELECT pr.id, pr.account_id, pr.campaign_id, pr.invitation_id
+               FROM sam.prospects pr
+               JOIN sam.campaigns c ON c.id = pr.campaign_id
+               JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
+              WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
+              ORDER BY pr.invited_at
+              LIMIT 50                     -- withdrawals per run: LinkedIn watches them too
+    LOOP
+        IF p.invitation_id IS NULL THEN
+            stale_without_id := stale_without_id + 1;
+            CONTINUE;
+        END IF;
+        INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
+        VALUES (p.account_id, p.campaign_id, p.id, 'withdraw_invite', 'withdraw:' || p.id,
+                jsonb_build_object('method', 'DELETE',
+                    'path', '/api/v1/users/invite/sent/' || sam._url_encode(p.invitation_id),
+                    'query', jsonb_build_object('account_id', p.account_id)),
+                p_run_id)
+        ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+        withdrawing := withdrawing + 1;
+    END LOOP;
+    RETURN jsonb_build_object('checked', checked, 'accounts', accounts, 'withdrawing', withdrawing,
+                              'stale_without_invitation_id', stale_without_id, 'errors', errors);
+END $$;
+
+CREATE FUNCTION sam._job_check_relations_finish(p_run_id bigint, started jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    accepted integer;
+    pages integer;
+    withdrawn integer;
+    still integer;
+    errors jsonb;
+BEGIN
+    SELECT coalesce(sum((o.outcome->>'accepted')::integer), 0), count(*) FILTER (WHERE o.state = 'done')
+      INTO accepted, pages
+      FROM sam.outbox o WHERE o.job_run_id = p_run_id AND o.kind = 'relations_page';
+    SELECT count(*) INTO withdrawn FROM sam.outbox o
+     WHERE o.job_run_id = p_run_id AND o.kind = 'withdraw_invite' AND o.state = 'done';
+    SELECT count(*) INTO still FROM sam.prospects pr
+      JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
+     WHERE pr.status = 'connection_request_sent';
+    SELECT coalesce(started->'errors', '[]') || coalesce(jsonb_agg(DISTINCT jsonb_build_object('account_id', o.account_id,
+               'error', CASE WHEN o.error_type IS NOT NULL OR o.state = 'dead'
+                             THEN coalesce(o.error_type || ': ', '') || coalesce(o.error, o.state)
+                             ELSE 'no answer from Unipile within sam.job_wait_timeout'
+                                  || coalesce(' (last error: ' || o.error || ')', '') END)), '[]')
+      INTO errors
+      FROM sam.outbox o
+     WHERE o.job_run_id = p_run_id AND o.state NOT IN ('done', 'cancelled');
+    -- the run is over: its reads that did not happen are not needed any more
+    UPDATE sam.outbox SET state = 'cancelled', finished_at = sam.now(), updated_at = sam.now(),
+                          error = coalesce(error || '; ', '') || 'the job run ended without it'
+     WHERE job_run_id = p_run_id AND kind = 'relations_page' AND state IN ('queued', 'failed');
+    RETURN jsonb_build_object('checked', coalesce((started->>'checked')::integer, 0), 'accepted', accepted,
+                              'still_pending', still, 'errors', errors, 'pages_fetched', pages,
+                              'withdrawn', withdrawn);
+END $$;
+
+CREATE FUNCTION sam.check_relations() RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sam._await_job('check-relations') $$;
+COMMENT ON FUNCTION sam.check_relations() IS 'Twice a day: backup acceptance detection from each account''s relations (newest first, paging stops at the oldest pending invitation); withdraws stale invitations';
+
+/*
+ * sam._on_relations_page applies one page of relations: every prospect of
+ * the account found there (member_id = provider_id) is connected at the
+ * relation's created_at; the next page is fetched only while this page's
+ * relations are all newer than the oldest pending invitation.
+ */
+CREATE FUNCTION sam._on_relations_page(o sam.outbox, resp jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item jsonb;
+    pr record;
+    accepted integer := 0;
+    oldest_ms numeric;
+    n integer := 0;
+    page integer := coalesce((o.context->>'page')::integer, 1);
+    more boolean;
+BEGIN
+    FOR item IN SELECT * FROM jsonb_array_elements(coalesce(resp->'items', '[]')) LOOP
+        n := n + 1;
+        oldest_ms := least(oldest_ms, (item->>'created_at')::numeric);
+        FOR pr IN SELECT x.id FROM sam.prospects x
+                   WHERE x.account_id = o.account_id AND x.status = 'connection_request_sent'
+                     AND (x.provider_id = item->>'member_id'
+                          OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(item->>'public_identifier')))
+        LOOP
+            IF sam._prospect_connected(pr.id, coalesce(to_timestamp((item->>'created_at')::numeric / 1000), sam.now()),
+                                       'relations') THEN
+                accepted := accepted + 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+    more := resp->>'cursor' IS NOT NULL AND n > 0
+            AND oldest_ms >= (o.context->>'stop_before_ms')::numeric AND page < 1000;
+    UPDATE sam.outbox SET outcome = jsonb_build_object('accepted', accepted, 'relations', n, 'next_page', more)
+     WHERE id = o.id;
+    IF more THEN
+        INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
+        VALUES (o.account_id, 'relations_page', format('relations:%s:%s', o.job_run_id, page + 1),
+                jsonb_set(o.request, '{query,cursor}', to_jsonb(resp->>'cursor')),
+                o.job_run_id, o.context || jsonb_build_object('page', page + 1))
+        ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+    END IF;
+END $$;
 
 ------------------------------------------------------------------------
 -- Views for people

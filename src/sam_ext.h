@@ -14,6 +14,7 @@
 
 #include "storage/latch.h"
 #include "storage/spin.h"
+#include "utils/timestamp.h"
 
 /* configuration (GUCs), defined in sam_ext.c */
 extern char *sam_database_name;
@@ -28,9 +29,30 @@ extern int	sam_job_wait_timeout_ms;
 extern int	sam_max_response_bytes;
 extern int	sam_retry_base_delay_ms;
 
+#define SAM_JOB_SLOTS 8
+#define SAM_JOB_NAME_LEN 64
+
+/* a job function's request to the worker, and its answer */
+typedef enum SamJobSlotState
+{
+	SAM_SLOT_FREE = 0,
+	SAM_SLOT_REQUESTED,			/* waiting for the worker to start it */
+	SAM_SLOT_RUNNING,			/* started: its calls are being made */
+	SAM_SLOT_DONE				/* finished: run_id holds the answer */
+} SamJobSlotState;
+
+typedef struct SamJobSlot
+{
+	SamJobSlotState state;
+	char		job[SAM_JOB_NAME_LEN];
+	Latch	   *requester;		/* NULL once the caller stopped waiting */
+	int64		run_id;			/* sam.job_runs row */
+	TimestampTz deadline;		/* when the worker answers with what it has */
+} SamJobSlot;
+
 /*
  * State in shared memory: where the worker's latch is, so that a committing
- * transaction that queued work can wake it.
+ * transaction that queued work can wake it, and the job slots.
  */
 typedef struct SamSharedState
 {
@@ -38,6 +60,7 @@ typedef struct SamSharedState
 	Latch	   *worker_latch;	/* NULL while no worker is running */
 	pid_t		worker_pid;
 	int64		wakeups;		/* how often the worker was woken */
+	SamJobSlot	slots[SAM_JOB_SLOTS];
 } SamSharedState;
 
 extern SamSharedState *sam_shared;

@@ -48,10 +48,8 @@ sam_shmem_startup(void)
 	sam_shared = ShmemInitStruct("sam_ext", sizeof(SamSharedState), &found);
 	if (!found)
 	{
+		memset(sam_shared, 0, sizeof(SamSharedState));
 		SpinLockInit(&sam_shared->mutex);
-		sam_shared->worker_latch = NULL;
-		sam_shared->worker_pid = 0;
-		sam_shared->wakeups = 0;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -42,11 +42,14 @@
 
 #include "sam_ext.h"
 #include "http.h"
+#include "jobs.h"
 
 /* longest sleep when nothing is due: a safety net, not the wake-up path */
 #define SAM_MAX_IDLE_MS 60000
 /* how long results may wait before they are recorded while others fly */
 #define SAM_FLUSH_INTERVAL_MS 20
+/* how often a job waiting for its calls is looked at */
+#define SAM_JOB_POLL_MS 100
 
 static MemoryContext requests_cxt = NULL;
 static char *api_key = NULL;	/* in TopMemoryContext, never logged */
@@ -387,8 +390,10 @@ sam_worker_main(Datum main_arg)
 {
 	bool		recovered = false;
 	bool		may_have_work = true;
+	bool		jobs_running = false;
 	List	   *finished = NIL;
 	TimestampTz last_flush = GetCurrentTimestamp();
+	TimestampTz last_jobs = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -433,9 +438,11 @@ sam_worker_main(Datum main_arg)
 			{
 				run_simple("SELECT sam._worker_recover()",
 						   "sam_ext: reconciling rows left in flight");
+				sam_jobs_release_all();
 				recovered = true;
 				may_have_work = true;
 			}
+			jobs_running = sam_jobs_pending() && sam_service_jobs();
 			if (sam_unipile_dsn == NULL || sam_unipile_dsn[0] == '\0')
 			{
 				if (!warned_no_dsn)
@@ -443,7 +450,8 @@ sam_worker_main(Datum main_arg)
 							(errmsg("sam_ext worker is idle: sam.unipile_dsn is not set")));
 				warned_no_dsn = true;
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 SAM_MAX_IDLE_MS, PG_WAIT_EXTENSION);
+								 jobs_running ? SAM_JOB_POLL_MS : SAM_MAX_IDLE_MS,
+								 PG_WAIT_EXTENSION);
 				ResetLatch(MyLatch);
 				continue;
 			}
@@ -485,6 +493,13 @@ sam_worker_main(Datum main_arg)
 			finished = NIL;
 			last_flush = GetCurrentTimestamp();
 			may_have_work = true;
+			/* while busy, jobs waiting for their calls are looked at now and then */
+			if (sam_jobs_pending() &&
+				TimestampDifferenceExceeds(last_jobs, last_flush, SAM_JOB_POLL_MS))
+			{
+				jobs_running = sam_service_jobs();
+				last_jobs = GetCurrentTimestamp();
+			}
 			continue;
 		}
 
@@ -493,6 +508,8 @@ sam_worker_main(Datum main_arg)
 
 		/* idle: sleep until woken by a commit or until the next row is due */
 		timeout = next_due_ms();
+		if (jobs_running && timeout > SAM_JOB_POLL_MS)
+			timeout = SAM_JOB_POLL_MS;
 
 		/*
 		 * Due rows that the claim did not take are locked by someone else

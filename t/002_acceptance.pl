@@ -1,0 +1,144 @@
+# Acceptance detection by polling (sam.check_relations, run inside the worker):
+# an account with thousands of relations and a few new ones costs one page;
+# cursors are followed while relations are newer than the oldest pending
+# invitation; a disconnected account is reported and does not stop the
+# others; stale invitations are withdrawn; the same job never runs twice.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use SamTest;
+use Test::More;
+
+my $mock = start_mock();
+my $node = new_sam_node('acceptance', $mock);
+
+sub make_account
+{
+	my ($id) = @_;
+	$node->safe_psql('postgres',
+		"SELECT sam.create_account('$id', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', "
+		  . "work_end => '00:00', spacing_min => '0', spacing_max => '0')");
+}
+
+sub invite_all
+{
+	my ($account, @ids) = @_;
+	my $cid = $node->safe_psql('postgres', "SELECT sam.create_campaign('$account', 'c-$account')->>'campaign_id'");
+	$node->safe_psql('postgres',
+		"SELECT sam.add_prospects($cid, '[" . join(',', map { qq({"provider_id": "$_"}) } @ids) . "]')");
+	$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+	poll_until_ok($node,
+		"SELECT count(*) = " . scalar(@ids) . " FROM sam.prospects WHERE campaign_id = $cid AND status = 'connection_request_sent'",
+		"$account: invitations sent");
+	return $cid;
+}
+
+sub mock_now { return mock_call($mock, 'GET', '/_mock/clock')->{now_ms}; }
+
+sub relation_pages
+{
+	my ($account) = @_;
+	return scalar grep { $_->{path} eq '/api/v1/users/relations' && ($_->{account_id} // '') eq $account } @{ mock_log($mock) };
+}
+
+# ---- thousands of relations, a few new: one page ----------------------------
+make_account('acc-big');
+mock_call($mock, 'POST', '/_mock/relations',
+	{ account_id => 'acc-big', count => 30000, newest_ms => mock_now() - 3600_000, spacing_ms => 60_000 });
+my @new = map { "ACoNEW$_" } 1 .. 5;
+mock_call($mock, 'POST', '/_mock/people', [ map { { provider_id => $_, accept_after_s => 60 } } @new[0 .. 2] ]);
+invite_all('acc-big', @new);
+mock_call($mock, 'POST', '/_mock/clock', { now_ms => mock_now() + 120_000 });
+
+my $r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{success}, JSON::PP::true, 'check_relations succeeds');
+is($r->{checked}, 5, 'it checked the five pending invitations');
+is($r->{accepted}, 3, 'three were accepted');
+is($r->{still_pending}, 2, 'two are still pending');
+is_deeply($r->{errors}, [], 'no errors');
+is(relation_pages('acc-big'), 1, 'one page of relations was fetched out of 30,000 relations');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(provider_id || ':' || status || ':' || coalesce(connected_via, ''), ',' ORDER BY provider_id) FROM sam.prospects WHERE account_id = 'acc-big'"),
+	'ACoNEW1:connected:relations,ACoNEW2:connected:relations,ACoNEW3:connected:relations,'
+	  . 'ACoNEW4:connection_request_sent:,ACoNEW5:connection_request_sent:',
+	'exactly the accepted prospects are connected, by the relations list');
+ok($node->safe_psql('postgres',
+	"SELECT bool_and(follow_up_due_at = connected_at + interval '24 hours') FROM sam.prospects WHERE account_id = 'acc-big' AND status = 'connected'") eq 't',
+	'the first follow-up is due 24 hours after the acceptance');
+my $again = json_query($node, 'SELECT sam.check_relations()');
+is($again->{accepted}, 0, 'a second run finds nothing new');
+
+# ---- many connections made since the invitation: the cursor is followed -------
+make_account('acc-busy');
+mock_call($mock, 'POST', '/_mock/people', [ { provider_id => 'ACoLATE', accept_after_s => 60 } ]);
+invite_all('acc-busy', 'ACoLATE', 'ACoNEVER');
+my $t0 = mock_now();
+mock_call($mock, 'POST', '/_mock/clock', { now_ms => $t0 + 600_000 });
+# 250 connections made after the acceptance, 2,000 long before the invitations
+mock_call($mock, 'POST', '/_mock/relations',
+	{ account_id => 'acc-busy', count => 250, newest_ms => $t0 + 590_000, spacing_ms => 1_000 });
+mock_call($mock, 'POST', '/_mock/relations',
+	{ account_id => 'acc-busy', count => 2000, newest_ms => $t0 - 30 * 86400_000, spacing_ms => 60_000 });
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoLATE'"), 'connected',
+	'an acceptance behind 250 newer connections is found on a later page');
+my $pages = relation_pages('acc-busy');
+ok($pages >= 3 && $pages <= 5, "the cursor was followed, and paging stopped at the oldest pending invitation ($pages pages, not 23)");
+
+# ---- a disconnected account is listed in errors and does not stop the others ---
+make_account('acc-401');
+invite_all('acc-401', 'ACoX1');
+mock_call($mock, 'POST', '/_mock/people', [ { provider_id => 'ACoQUICK', accept_after_s => 1 } ]);
+invite_all('acc-big', 'ACoQUICK');
+mock_call($mock, 'POST', '/_mock/clock', { now_ms => mock_now() + 60_000 });
+mock_call($mock, 'POST', '/_mock/accounts', { account_id => 'acc-401', status => 'disconnected' });
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{success}, JSON::PP::true, 'check_relations succeeds with one account failing');
+is(scalar @{ $r->{errors} }, 1, 'one error');
+is($r->{errors}[0]{account_id}, 'acc-401', 'for the disconnected account');
+like($r->{errors}[0]{error}, qr/disconnected_account/, 'with the Unipile type');
+is($node->safe_psql('postgres', "SELECT status FROM sam.accounts WHERE account_id = 'acc-401'"), 'disconnected',
+	'the account is marked disconnected');
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoQUICK'"), 'connected',
+	'the other accounts were still checked');
+$r = json_query($node, 'SELECT sam.check_relations()');
+like($r->{errors}[0]{error}, qr/account is disconnected/, 'next time the disconnected account is reported without a call');
+
+# ---- stale invitations are withdrawn --------------------------------------------
+$node->safe_psql('postgres', "SELECT sam.advance_clock('22 days')");
+$r = json_query($node, 'SELECT sam.check_relations()');
+ok($r->{withdrawn} >= 1, "invitations pending longer than 21 days are withdrawn ($r->{withdrawn})");
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoNEW4'"), 'withdrawn',
+	'the prospect is withdrawn');
+my @deletes = grep { $_->{method} eq 'DELETE' && $_->{path} =~ m{^/api/v1/users/invite/sent/} } @{ mock_log($mock) };
+ok(scalar @deletes >= 1, 'through DELETE /api/v1/users/invite/sent/{id}');
+my $state = mock_call($mock, 'GET', '/_mock/state?account_id=acc-big');
+ok(!(grep { ($_->{invited_user_id} // '') eq 'ACoNEW4' } @{ $state->{invitations} }), 'the mock no longer holds it');
+
+# ---- the run history and the job slot ---------------------------------------------
+is($node->safe_psql('postgres', "SELECT count(*) FROM sam.job_runs WHERE job = 'check-relations' AND status = 'succeeded'"),
+	'6', 'every run is in sam.job_runs');
+
+# a run waits for the worker: with the worker busy on slow calls, a second call is skipped
+mock_call($mock, 'POST', '/_mock/faults', { method => 'GET', path_prefix => '/api/v1/users/relations', delay_ms => 1500, count => -1 });
+make_account('acc-slow');
+invite_all('acc-slow', 'ACoS1');
+my $bg = $node->background_psql('postgres');
+$bg->query_until(qr/started/, "\\echo started\nSELECT sam.check_relations();\n");
+$node->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM sam.outbox WHERE kind = 'relations_page' AND account_id = 'acc-slow' AND state = 'in_flight'")
+  or die 'slow run did not start';
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{skipped}, JSON::PP::true, 'a second run while one is waiting is skipped');
+like($r->{reason}, qr/another run of check-relations is in progress/, 'and says why');
+$bg->quit;
+mock_call($mock, 'DELETE', '/_mock/faults');
+
+$node->stop;
+$mock->{handle}->kill_kill;
+done_testing();
