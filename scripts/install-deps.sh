@@ -12,5 +12,5 @@ apt-get install -y -qq --no-install-recommends \
 	build-essential pkg-config ca-certificates curl procps \
 	postgresql-15 postgresql-client-15 postgresql-server-dev-15 postgresql-15-cron \
 	libcurl4-openssl-dev libmicrohttpd-dev libpq-dev libjansson-dev \
-	libipc-run-perl >/dev/null
+	libipc-run-perl python3 >/dev/null
 echo "install-deps.sh: dependencies installed"
