@@ -37,10 +37,10 @@ all: helpers
 .PHONY: helpers
 helpers: all-shared-lib
 	$(MAKE) -C test
-	$(MAKE) -C ingest
+	if [ -f ingest/Makefile ]; then $(MAKE) -C ingest; fi
 
 clean: clean-helpers
 .PHONY: clean-helpers
 clean-helpers:
 	-$(MAKE) -C test clean
-	-$(MAKE) -C ingest clean
+	-if [ -f ingest/Makefile ]; then $(MAKE) -C ingest clean; fi

@@ -63,7 +63,9 @@ fi
 suite "pg_regress + isolation + TAP (make installcheck)" \
 	as_server make -C "$work" installcheck PROVE_FLAGS="--timer"
 suite "mock Unipile smoke test" as_server bash "$work/test/mock_smoke.sh"
-suite "ingest smoke test" as_server bash "$work/ingest/test/smoke.sh"
+if [ -f "$work/ingest/test/smoke.sh" ]; then
+	suite "ingest smoke test" as_server bash "$work/ingest/test/smoke.sh"
+fi
 
 if [ $failed -gt 0 ]; then
 	for f in "$work"/regression.diffs "$work"/output_iso/regression.diffs; do
