@@ -1083,7 +1083,17 @@ CREATE FUNCTION sam._is_action(kind text) RETURNS boolean
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT kind IN ('invite', 'withdraw_invite', 'start_chat', 'send_message') $$;
 
--- sam._check_request: the read that tells whether an action of unknown outcome happened
+-- kinds whose resend could repeat something visible to the person: checked first when the outcome is unknown
+CREATE FUNCTION sam._must_check(kind text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT kind IN ('invite', 'start_chat', 'send_message') $$;
+
+/*
+ * sam._check_request: the read that tells whether an action of unknown
+ * outcome happened: the profile's invitation status for an invitation,
+ * the chat's latest messages for a message.  NULL while no such read is
+ * possible yet (a first message whose chat is not known): the row then waits.
+ */
 CREATE FUNCTION sam._check_request(o sam.outbox) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1091,6 +1101,14 @@ AS $$
         WHEN 'invite' THEN jsonb_build_object('method', 'GET',
             'path', '/api/v1/users/' || sam._url_encode(o.request->'json'->>'provider_id'),
             'query', jsonb_build_object('account_id', o.account_id))
+        WHEN 'send_message' THEN jsonb_build_object('method', 'GET',
+            'path', format('/api/v1/chats/%s/messages', sam._url_encode(o.context->>'chat_id')),
+            'query', jsonb_build_object('limit', '20'))
+        WHEN 'start_chat' THEN (
+            SELECT jsonb_build_object('method', 'GET',
+                       'path', format('/api/v1/chats/%s/messages', sam._url_encode(p.chat_id)),
+                       'query', jsonb_build_object('limit', '20'))
+              FROM sam.prospects p WHERE p.id = o.prospect_id AND p.chat_id IS NOT NULL)
         ELSE NULL END
 $$;
 
@@ -1142,14 +1160,26 @@ BEGIN
        AND p.id = o.prospect_id AND p.status <> 'pending';
     UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect no longer exists', finished_at = now_t,
                             updated_at = now_t
-     WHERE o.id = ANY (ids) AND o.kind IN ('invite', 'resolve_profile') AND o.state <> 'cancelled'
+     WHERE o.id = ANY (ids) AND o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message')
+       AND o.state <> 'cancelled'
        AND NOT EXISTS (SELECT 1 FROM sam.prospects p WHERE p.id = o.prospect_id);
+    -- a follow-up only goes to a prospect still connected (not replied, not paused out) at that step
+    UPDATE sam.outbox o SET state = 'cancelled', finished_at = now_t, updated_at = now_t,
+                            error = format('prospect is %s at step %s', p.status, p.follow_up_sequence_index)
+      FROM sam.prospects p
+     WHERE o.id = ANY (ids) AND o.kind IN ('start_chat', 'send_message') AND NOT o.needs_check
+       AND o.state <> 'cancelled' AND p.id = o.prospect_id
+       AND (p.status <> 'connected' OR p.follow_up_sequence_index <> (o.context->>'step')::integer - 1);
+    -- an outcome that cannot be checked yet: wait (the webhook of our own message may name the chat)
+    PERFORM sam._retry(o, 'outcome_unknown', 'waiting for a way to check the earlier attempt', true)
+       FROM sam.outbox o
+      WHERE o.id = ANY (ids) AND o.needs_check AND o.state <> 'cancelled' AND sam._check_request(o) IS NULL;
 
     RETURN QUERY
     WITH claimed AS (
         UPDATE sam.outbox o SET state = 'in_flight', attempts = o.attempts + 1, claimed_at = now_t,
                                 updated_at = now_t
-         WHERE o.id = ANY (ids) AND o.state IN ('queued', 'failed')
+         WHERE o.id = ANY (ids) AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
         RETURNING o.*
     ), r AS (
         SELECT cl.id AS rid,
@@ -1191,7 +1221,7 @@ DECLARE
 BEGIN
     UPDATE sam.outbox o
        SET state = 'queued', not_before = sam.now(), updated_at = sam.now(),
-           needs_check = o.needs_check OR (sam._is_action(o.kind) AND sam._check_request(o) IS NOT NULL),
+           needs_check = o.needs_check OR sam._must_check(o.kind),
            attempts = greatest(o.attempts - 1, 0),
            error = 'in flight when the worker stopped; outcome to be checked'
      WHERE o.state = 'in_flight';
@@ -1221,14 +1251,14 @@ BEGIN
         UPDATE sam.outbox SET state = 'dead', error_type = etype, finished_at = now_t, updated_at = now_t,
                               error = format('gave up after %s attempts: %s', o.attempts, message)
          WHERE id = o.id;
-        IF o.kind IN ('invite', 'resolve_profile') THEN
+        IF o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message') THEN
             PERFORM sam._prospect_failed(o.prospect_id, NULL,
                 format('%s gave up after %s attempts: %s', o.kind, o.attempts, message));
         END IF;
     ELSE
         UPDATE sam.outbox SET state = 'failed', error_type = etype, error = message, updated_at = now_t,
                               not_before = now_t + sam._backoff(o.attempts),
-                              needs_check = o.needs_check OR (check_first AND sam._check_request(o) IS NOT NULL)
+                              needs_check = o.needs_check OR (check_first AND sam._must_check(o.kind))
          WHERE id = o.id;
     END IF;
 END $$;
@@ -1241,7 +1271,7 @@ BEGIN
     UPDATE sam.outbox SET state = 'dead', error_type = etype, error = message,
                           finished_at = sam.now(), updated_at = sam.now()
      WHERE id = o.id;
-    IF o.prospect_id IS NOT NULL AND o.kind IN ('invite', 'resolve_profile') THEN
+    IF o.prospect_id IS NOT NULL AND o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message') THEN
         PERFORM sam._prospect_failed(o.prospect_id, NULL, coalesce(etype || ': ', '') || message);
     END IF;
 END $$;
@@ -1296,6 +1326,31 @@ BEGIN
 END $$;
 
 /*
+ * sam._message_delivered: Unipile confirmed follow-up step N: the
+ * sequence advances and the next step is due its delay after this
+ * delivery (or, after the last step, the prospect completes complete_after
+ * later).
+ */
+CREATE FUNCTION sam._message_delivered(o sam.outbox, p_chat_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    step integer := (o.context->>'step')::integer;
+    now_t timestamptz := sam.now();
+BEGIN
+    UPDATE sam.prospects p
+       SET follow_up_sequence_index = step, last_message_at = now_t, updated_at = now_t,
+           chat_id = coalesce(p.chat_id, p_chat_id),
+           follow_up_due_at = CASE WHEN p.status <> 'connected' THEN NULL
+                                   ELSE now_t + (SELECT CASE WHEN step < jsonb_array_length(c.follow_ups)
+                                                             THEN (c.follow_ups->step->>'delay')::interval
+                                                             ELSE c.complete_after END
+                                                   FROM sam.campaigns c WHERE c.id = p.campaign_id) END
+     WHERE p.id = o.prospect_id AND p.follow_up_sequence_index = step - 1
+       AND p.status IN ('connected', 'replied');
+END $$;
+
+/*
  * sam._on_success applies a 2xx answer.  For a row whose outcome had to be
  * checked, the answer is the check's: the action is finished when it is
  * found to have happened, and sent again otherwise.
@@ -1307,6 +1362,24 @@ DECLARE
     now_t timestamptz := sam.now();
     c sam.campaigns;
 BEGIN
+    IF o.needs_check AND o.kind IN ('start_chat', 'send_message') THEN
+        -- the check lists the chat's latest messages: is ours there?
+        IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(resp->'items', '[]')) m
+                    WHERE btrim(m->>'text') = btrim(o.context->>'text')
+                      AND coalesce(m->>'is_sender', '0') IN ('1', 'true')) THEN
+            UPDATE sam.outbox SET state = 'done', finished_at = now_t, updated_at = now_t, response = resp,
+                                  error = 'checked: the earlier attempt had been delivered'
+             WHERE id = o.id;
+            PERFORM sam._message_delivered(o, NULL);
+        ELSE
+            UPDATE sam.outbox SET state = 'queued', needs_check = false, not_before = now_t,
+                                  attempts = greatest(o.attempts - 1, 0), response = resp, updated_at = now_t,
+                                  error = 'checked: the earlier attempt was not delivered'
+             WHERE id = o.id;
+        END IF;
+        RETURN;
+    END IF;
+
     IF o.needs_check THEN
         IF o.kind = 'invite' THEN
             IF resp->'invitation'->>'type' = 'SENT' AND resp->'invitation'->>'status' = 'PENDING' THEN
@@ -1335,6 +1408,8 @@ BEGIN
 
     IF o.kind = 'invite' THEN
         PERFORM sam._invite_confirmed(o, resp->>'invitation_id');
+    ELSIF o.kind IN ('start_chat', 'send_message') THEN
+        PERFORM sam._message_delivered(o, resp->>'chat_id');
     ELSIF o.kind = 'relations_page' THEN
         PERFORM sam._on_relations_page(o, resp);
     ELSIF o.kind = 'withdraw_invite' THEN
@@ -1418,8 +1493,11 @@ BEGIN
                        format('HTTP %s', p_status));
 
     IF p_status = 429 OR p_status >= 500 OR p_status = 408 THEN
+        -- the outcome is unknown unless Unipile itself answered with its error body; a first message
+        -- can only be checked once its chat is known, so Unipile's own refusal is taken at its word
         PERFORM sam._retry(o, coalesce(etype, 'http_' || p_status), format('HTTP %s: %s', p_status, detail),
-                           sam._is_action(o.kind) AND p_status <> 429);
+                           sam._is_action(o.kind) AND p_status <> 429
+                           AND NOT (o.kind = 'start_chat' AND etype LIKE 'errors/%'));
         RETURN;
     END IF;
 
@@ -1880,7 +1958,7 @@ BEGIN
     -- in flight far longer than any request may take, and no worker to finish it: check and requeue
     UPDATE sam.outbox o
        SET state = 'queued', not_before = now_t, updated_at = now_t,
-           needs_check = o.needs_check OR (sam._is_action(o.kind) AND sam._check_request(o) IS NOT NULL),
+           needs_check = o.needs_check OR sam._must_check(o.kind),
            error = 'in flight for too long; outcome to be checked'
      WHERE o.state = 'in_flight'
        AND o.claimed_at < now_t - (current_setting('sam.http_timeout')::interval * 2 + interval '5 minutes')
@@ -2193,6 +2271,217 @@ BEGIN
         ON CONFLICT (account_id, idempotency_key) DO NOTHING;
     END IF;
 END $$;
+
+------------------------------------------------------------------------
+-- process_follow_ups: the seed's "Send Follow-Up Messages" (hourly)
+------------------------------------------------------------------------
+
+-- messages charged to [from_t, now] (queued ones at their not_before, sent ones when sent)
+CREATE FUNCTION sam._messages_since(p_account_id text, from_t timestamptz) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*)::integer FROM sam.outbox o
+     WHERE o.account_id = p_account_id AND o.kind IN ('start_chat', 'send_message')
+       AND o.state IN ('queued', 'in_flight', 'failed', 'done')
+       AND o.not_before >= from_t - interval '30 days'
+       AND CASE WHEN o.state = 'done' THEN o.finished_at ELSE o.not_before END >= from_t
+$$;
+
+/*
+ * sam._job_process_follow_ups_start: the seed's steps.  Prospects whose
+ * follow_up_due_at has come: not accepted yet -> wait for evidence (webhook,
+ * relations; checked again a day later); all steps sent -> completed;
+ * otherwise the next step is rendered from the prospect's current data and
+ * queued (a new chat for the first message without one, else the known
+ * chat), within the account's state, working hours, daily message cap and
+ * spacing.  What cannot go now stays due.  Campaigns whose prospects all
+ * reached a final state are completed.
+ */
+CREATE FUNCTION sam._job_process_follow_ups_start(p_run_id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    p record;
+    a sam.accounts;
+    step integer;
+    msg text;
+    req jsonb;
+    ctx jsonb;
+    processed integer := 0;
+    queued integer := 0;
+    completed integer := 0;
+    failed integer := 0;
+    pending integer := 0;
+    results jsonb := '[]';
+    t timestamptz;
+    remaining integer;
+    new_id bigint;
+    done_campaigns integer;
+    -- per account: [remaining messages today, next action time, reason it cannot send]
+    budget jsonb := '{}';
+    b jsonb;
+BEGIN
+    FOR p IN
+        SELECT pr.*, c.follow_ups, c.complete_after
+          FROM sam.prospects pr
+          JOIN sam.campaigns c ON c.id = pr.campaign_id AND c.status = 'running'
+         WHERE pr.follow_up_due_at <= now_t AND pr.status IN ('connection_request_sent', 'connected')
+         ORDER BY pr.follow_up_due_at, pr.id
+         LIMIT 10000
+           FOR UPDATE OF pr SKIP LOCKED
+    LOOP
+        processed := processed + 1;
+        IF p.status = 'connection_request_sent' THEN
+            -- acceptance only on positive evidence (webhook, relations list, note chat): look again tomorrow
+            UPDATE sam.prospects SET follow_up_due_at = now_t + interval '1 day' WHERE id = p.id;
+            pending := pending + 1;
+            IF jsonb_array_length(results) < 100 THEN
+                results := results || jsonb_build_array(jsonb_build_object('prospect_id', p.id, 'status', 'not_connected_yet'));
+            END IF;
+            CONTINUE;
+        END IF;
+
+        step := p.follow_up_sequence_index + 1;
+        IF step > jsonb_array_length(p.follow_ups) THEN
+            UPDATE sam.prospects SET status = 'completed', completed_at = now_t, updated_at = now_t, follow_up_due_at = NULL
+             WHERE id = p.id AND status = 'connected';
+            completed := completed + 1;
+            IF jsonb_array_length(results) < 100 THEN
+                results := results || jsonb_build_array(jsonb_build_object('prospect_id', p.id, 'status', 'completed'));
+            END IF;
+            CONTINUE;
+        END IF;
+
+        -- already queued for this step (an earlier run): it is on its way
+        IF EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = p.account_id
+                      AND o.idempotency_key = format('message:%s:%s', p.id, step)) THEN
+            pending := pending + 1;
+            CONTINUE;
+        END IF;
+
+        b := budget->p.account_id;
+        IF b IS NULL THEN
+            SELECT * INTO a FROM sam.accounts WHERE account_id = p.account_id FOR UPDATE;
+            remaining := a.daily_message_cap - sam._messages_since(a.account_id, sam._local_day_start(a, now_t));
+            b := jsonb_build_object('remaining', remaining,
+                                    't', greatest(now_t, coalesce(a.next_action_at, now_t)),
+                                    'min', extract(epoch FROM a.spacing_min), 'max', extract(epoch FROM a.spacing_max),
+                                    'reason', CASE WHEN a.status <> 'active' THEN format('account is %s', a.status)
+                                                   WHEN NOT sam._in_working_hours(a, now_t) THEN 'outside working hours'
+                                                   WHEN remaining <= 0 THEN 'daily message cap reached' END);
+        END IF;
+        IF b->>'reason' IS NULL AND (b->>'remaining')::integer <= 0 THEN
+            b := b || jsonb_build_object('reason', 'daily message cap reached');
+        END IF;
+        IF b->>'reason' IS NOT NULL THEN
+            budget := budget || jsonb_build_object(p.account_id, b);
+            pending := pending + 1;
+            IF jsonb_array_length(results) < 100 THEN
+                results := results || jsonb_build_array(jsonb_build_object('prospect_id', p.id, 'step', step,
+                                                                           'status', 'deferred', 'reason', b->>'reason'));
+            END IF;
+            CONTINUE;
+        END IF;
+
+        BEGIN
+            msg := sam.render_template(p.follow_ups->(step - 1)->>'template',
+                                       (SELECT sam._prospect_vars(x) FROM sam.prospects x WHERE x.id = p.id));
+        EXCEPTION WHEN invalid_parameter_value THEN
+            PERFORM sam._prospect_failed(p.id, 'connected', format('follow-up step %s: %s', step, SQLERRM));
+            failed := failed + 1;
+            CONTINUE;
+        END;
+
+        t := (b->>'t')::timestamptz;
+        IF p.chat_id IS NULL THEN
+            req := jsonb_build_object('method', 'POST', 'path', '/api/v1/chats',
+                       'form', jsonb_build_array(jsonb_build_array('account_id', p.account_id),
+                                                 jsonb_build_array('attendees_ids', p.provider_id),
+                                                 jsonb_build_array('text', msg)));
+        ELSE
+            req := jsonb_build_object('method', 'POST', 'path', format('/api/v1/chats/%s/messages', sam._url_encode(p.chat_id)),
+                       'form', jsonb_build_array(jsonb_build_array('text', msg),
+                                                 jsonb_build_array('account_id', p.account_id)));
+        END IF;
+        ctx := jsonb_build_object('step', step, 'text', msg, 'chat_id', p.chat_id);
+        INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before,
+                                job_run_id, context)
+        VALUES (p.account_id, p.campaign_id, p.id, CASE WHEN p.chat_id IS NULL THEN 'start_chat' ELSE 'send_message' END,
+                format('message:%s:%s', p.id, step), req, t, p_run_id, ctx)
+        ON CONFLICT (account_id, idempotency_key) DO NOTHING
+        RETURNING id INTO new_id;
+        IF new_id IS NOT NULL THEN
+            queued := queued + 1;
+            t := t + make_interval(secs => (b->>'min')::double precision
+                                           + random() * ((b->>'max')::double precision - (b->>'min')::double precision));
+            b := b || jsonb_build_object('remaining', (b->>'remaining')::integer - 1, 't', t);
+            budget := budget || jsonb_build_object(p.account_id, b);
+            UPDATE sam.accounts SET next_action_at = t WHERE account_id = p.account_id;
+        END IF;
+        new_id := NULL;
+    END LOOP;
+
+    UPDATE sam.campaigns c SET status = 'completed', completed_at = now_t
+     WHERE c.status = 'running'
+       AND EXISTS (SELECT 1 FROM sam.prospects x WHERE x.campaign_id = c.id)
+       AND NOT EXISTS (SELECT 1 FROM sam.prospects x WHERE x.campaign_id = c.id
+                          AND x.status IN ('pending', 'connection_request_sent', 'connected'));
+    GET DIAGNOSTICS done_campaigns = ROW_COUNT;
+
+    RETURN jsonb_build_object('processed', processed, 'queued', queued, 'completed', completed, 'failed', failed,
+                              'pending', pending, 'campaigns_completed', done_campaigns, 'results', results);
+END $$;
+
+/*
+ * sam._job_process_follow_ups_finish: the answer.  sent counts only the
+ * messages Unipile confirmed; pending, the due prospects whose message is
+ * still on its way or deferred; failed, the prospects whose step failed
+ * permanently; completed, the sequences that ended.
+ */
+CREATE FUNCTION sam._job_process_follow_ups_finish(p_run_id bigint, started jsonb) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sent integer;
+    dead integer;
+    waiting integer;
+    cancelled integer;
+    per jsonb;
+BEGIN
+    SELECT count(*) FILTER (WHERE o.state = 'done'),
+           count(*) FILTER (WHERE o.state = 'dead'),
+           count(*) FILTER (WHERE o.state IN ('queued', 'in_flight', 'failed')),
+           count(*) FILTER (WHERE o.state = 'cancelled'),
+           coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('prospect_id', o.prospect_id,
+               'step', (o.context->>'step')::integer,
+               'status', CASE o.state WHEN 'done' THEN 'sent' WHEN 'dead' THEN 'failed'
+                                      WHEN 'cancelled' THEN 'cancelled' ELSE 'pending' END,
+               'error', CASE WHEN o.state <> 'done' THEN coalesce(o.error_type || ': ', '') || o.error END))
+               ORDER BY o.id) FILTER (WHERE o.id IS NOT NULL), '[]')
+      INTO sent, dead, waiting, cancelled, per
+      FROM (SELECT * FROM sam.outbox x WHERE x.job_run_id = p_run_id ORDER BY x.id) o;
+    IF jsonb_array_length(per) > 200 THEN
+        per := (SELECT jsonb_agg(e) FROM (SELECT e FROM jsonb_array_elements(per) e LIMIT 200) s);
+    END IF;
+    RETURN jsonb_build_object(
+        'processed', (started->>'processed')::integer,
+        'sent', sent,
+        'pending', (started->>'pending')::integer + waiting,
+        'completed', (started->>'completed')::integer,
+        'failed', (started->>'failed')::integer + dead,
+        'cancelled', cancelled,
+        'campaigns_completed', (started->>'campaigns_completed')::integer,
+        'results', per || (started->'results'),
+        'results_truncated', jsonb_array_length(per) + jsonb_array_length(started->'results')
+                             < sent + dead + waiting + cancelled + (started->>'processed')::integer
+                               - (started->>'queued')::integer);
+END $$;
+
+CREATE FUNCTION sam.process_follow_ups() RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sam._await_job('process-follow-ups') $$;
+COMMENT ON FUNCTION sam.process_follow_ups() IS 'Hourly: sends the follow-up steps that are due (the seed''s job 3); answers sent (confirmed by Unipile), pending, completed, failed and per-prospect results';
 
 ------------------------------------------------------------------------
 -- Views for people
