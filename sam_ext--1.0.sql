@@ -1916,7 +1916,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION sam.process_pending_prospects() RETURNS jsonb
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT sam._run_job('process-pending-prospects', '_job_process_pending_prospects') $$;
 COMMENT ON FUNCTION sam.process_pending_prospects() IS 'Hourly: queues connection requests of every running campaign''s pending prospects, within caps and working hours';
 
@@ -1941,7 +1941,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION sam.execute_scheduled_campaigns() RETURNS jsonb
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT sam._run_job('execute-scheduled-campaigns', '_job_execute_scheduled_campaigns') $$;
 COMMENT ON FUNCTION sam.execute_scheduled_campaigns() IS 'Every 5 minutes: starts the scheduled campaigns whose start_at has come';
 
@@ -1988,7 +1988,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION sam.process_outbox() RETURNS jsonb
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT sam._run_job('process-outbox', '_job_process_outbox') $$;
 COMMENT ON FUNCTION sam.process_outbox() IS 'Hourly: requeues what is due, moves exhausted retries to dead, reports the queue by kind and state';
 
@@ -2223,7 +2223,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION sam.check_relations() RETURNS jsonb
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT sam._await_job('check-relations') $$;
 COMMENT ON FUNCTION sam.check_relations() IS 'Twice a day: backup acceptance detection from each account''s relations (newest first, paging stops at the oldest pending invitation); withdraws stale invitations';
 
@@ -2479,7 +2479,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION sam.process_follow_ups() RETURNS jsonb
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT sam._await_job('process-follow-ups') $$;
 COMMENT ON FUNCTION sam.process_follow_ups() IS 'Hourly: sends the follow-up steps that are due (the seed''s job 3); answers sent (confirmed by Unipile), pending, completed, failed and per-prospect results';
 

@@ -17,7 +17,7 @@ demo=${SAM_DEMO_DIR:-/tmp/sam_ext_demo}
 pgport=${SAM_DEMO_PGPORT:-55432}
 mockport=${SAM_DEMO_MOCK_PORT:-18181}
 ingestport=${SAM_DEMO_INGEST_PORT:-18182}
-days=${DAYS:-10}
+days=${DAYS:-30}
 
 as_pg() {
 	if [ "$(id -u)" = 0 ]; then runuser -u postgres -- env PATH="$PATH" "$@"; else "$@"; fi
@@ -96,7 +96,8 @@ echo "== starting the mock Unipile server (port $mockport)"
 as_pg env MOCK_UNIPILE_API_KEY="$key" "$demo/mock_unipile" --port "$mockport" --quiet > "$demo/mock.log" 2>&1 &
 wait_listening "$demo/mock.log" "the mock Unipile server"
 
-psql_q() { as_pg psql -h "$demo" -p "$pgport" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+# the socket accepts the postgres role from any local user (trust): no runuser per call
+psql_q() { psql -h "$demo" -p "$pgport" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql_v() { psql_q -At -c "$1"; }
 mock() { curl -s -X "$1" "http://127.0.0.1:$mockport$2" ${3:+-H 'Content-Type: application/json' -d "$3"} >/dev/null; }
 
@@ -108,8 +109,6 @@ if [ -x "$demo/sam_ingest" ]; then
 		SAM_INGEST_PORT="$ingestport" SAM_WEBHOOK_SECRET="$webhook_secret" \
 		"$demo/sam_ingest" > "$demo/ingest.log" 2>&1 &
 	wait_listening "$demo/ingest.log" "the ingest"
-	mock POST /api/v1/webhooks "{\"source\":\"users\",\"request_url\":\"http://127.0.0.1:$ingestport/api/webhooks/unipile\",\"name\":\"sam\",\"headers\":[{\"key\":\"Unipile-Auth\",\"value\":\"$webhook_secret\"}]}" \
-		|| true
 	curl -s -X POST "http://127.0.0.1:$mockport/api/v1/webhooks" -H "X-API-KEY: $key" -H 'Content-Type: application/json' \
 		-d "{\"source\":\"users\",\"request_url\":\"http://127.0.0.1:$ingestport/api/webhooks/unipile\",\"name\":\"sam\",\"headers\":[{\"key\":\"Unipile-Auth\",\"value\":\"$webhook_secret\"}]}" >/dev/null
 	curl -s -X POST "http://127.0.0.1:$mockport/api/v1/webhooks" -H "X-API-KEY: $key" -H 'Content-Type: application/json' \
@@ -135,7 +134,10 @@ people=$(psql_v "
     'people', jsonb_agg(jsonb_build_object('provider_id', format('ACoDEMO%s', lpad(i::text, 3, '0')),
         'public_identifier', lower(format('%s-%s-%s', fn, ln, i)), 'first_name', fn, 'last_name', ln, 'headline', 'Head of Ops',
         'accept_after_s', CASE WHEN r < 0.25 THEN NULL WHEN r < 0.65 THEN (1 + floor(r2 * 8)) * 3600
-                               ELSE (2 + floor(r2 * 5)) * 86400 END) ORDER BY i),
+                               ELSE (2 + floor(r2 * 5)) * 86400 END,
+        'reply_after_s', CASE WHEN i % 5 IN (1, 3) THEN 3 * 3600 END,
+        'reply_after_step', CASE WHEN i % 5 = 1 THEN 1 ELSE 2 END,
+        'reply_text', 'Thanks, happy to talk next week') ORDER BY i),
     'prospects', jsonb_agg(jsonb_build_object('first_name', fn, 'last_name', ln, 'company', co)
         || CASE WHEN i % 10 = 9 THEN jsonb_build_object('profile_url', lower(format('https://www.linkedin.com/in/%s-%s-%s/', fn, ln, i)))
                 ELSE jsonb_build_object('provider_id', format('ACoDEMO%s', lpad(i::text, 3, '0'))) END ORDER BY i))
@@ -167,31 +169,41 @@ drain() {
 
 echo
 echo "== $days simulated days; the jobs run on the seed's schedules (UTC)"
-printf '%-16s %8s %9s %9s %8s  %s\n' day invited accepted pending withdrawn "how acceptances were detected"
+printf '%-12s %7s %8s %8s %7s %9s %7s  %s\n' day invited accepted messages replied completed failed "acceptances detected by"
 drain
 for day in $(seq 0 $((days - 1))); do
 	for hour in $(seq 0 23); do
 		now_epoch=$((start_epoch + day * 86400 + hour * 3600))
-		psql_v "SELECT sam.set_clock(to_timestamp($now_epoch), frozen => true)" >/dev/null
-		mock POST /_mock/clock "{\"now_ms\": ${now_epoch}000}"
-		psql_v "SELECT sam.execute_scheduled_campaigns()" >/dev/null            # */5 * * * *
-		psql_v "SELECT sam.process_pending_prospects()" >/dev/null              # hourly
 		utc_hour=$(( (8 + hour) % 24 ))
+		check=()
 		if [ $utc_hour = 9 ] || [ $utc_hour = 21 ]; then
-			psql_v "SELECT sam.check_relations()" >/dev/null                     # 0 9 * * *, 0 21 * * *
+			check=(-c "SELECT sam.check_relations()")                       # 0 9 * * *, 0 21 * * *
 		fi
-		psql_v "SELECT sam.process_outbox()" >/dev/null                         # hourly
+		mock POST /_mock/clock "{\"now_ms\": ${now_epoch}000}"
+		# one psql, one transaction per -c: each job sees the clock committed
+		psql_q -At -o /dev/null \
+			-c "SELECT sam.set_clock(to_timestamp($now_epoch), frozen => true)" \
+			-c "SELECT sam.execute_scheduled_campaigns()" \
+			-c "SELECT sam.process_pending_prospects()" \
+			"${check[@]}" \
+			-c "SELECT sam.process_follow_ups()" \
+			-c "SELECT sam.process_outbox()"
 		drain
 	done
+	d0="to_timestamp($start_epoch + $day * 86400 - 8 * 3600)"
+	d1="to_timestamp($start_epoch + ($day + 1) * 86400 - 8 * 3600)"
 	psql_v "SELECT to_char(to_timestamp($start_epoch + $day * 86400) AT TIME ZONE 'Europe/Paris', 'Dy DD Mon') || '|' ||
-	               count(*) FILTER (WHERE invited_at >= to_timestamp($start_epoch + $day * 86400 - 8*3600) AND invited_at < to_timestamp($start_epoch + ($day + 1) * 86400 - 8*3600)) || '|' ||
+	               count(*) FILTER (WHERE invited_at >= $d0 AND invited_at < $d1) || '|' ||
 	               count(connected_at) || '|' ||
-	               count(*) FILTER (WHERE status = 'connection_request_sent') || '|' ||
-	               count(*) FILTER (WHERE status = 'withdrawn') || '|' ||
+	               (SELECT count(*) FROM sam.outbox o WHERE o.campaign_id = $cid AND o.kind IN ('start_chat', 'send_message')
+	                   AND o.state = 'done' AND o.finished_at >= $d0 AND o.finished_at < $d1) || '|' ||
+	               count(replied_at) || '|' ||
+	               count(*) FILTER (WHERE status = 'completed') || '|' ||
+	               count(*) FILTER (WHERE status = 'failed') || '|' ||
 	               coalesce((SELECT string_agg(v || ' ' || n, ', ') FROM (SELECT connected_via v, count(*) n FROM sam.prospects
 	                          WHERE campaign_id = $cid AND connected_via IS NOT NULL GROUP BY 1 ORDER BY 1) s), '-')
 	          FROM sam.prospects WHERE campaign_id = $cid" |
-		awk -F'|' '{ printf "%-16s %8s %9s %9s %8s  %s\n", $1, $2, $3, $4, $5, $6 }'
+		awk -F'|' '{ printf "%-12s %7s %8s %8s %7s %9s %7s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
 done
 
 echo
@@ -207,6 +219,11 @@ psql_q -c "SELECT to_char(invited_at AT TIME ZONE 'Europe/Paris', 'Dy DD Mon') A
             GROUP BY 1, date_trunc('day', invited_at AT TIME ZONE 'Europe/Paris') ORDER BY date_trunc('day', invited_at AT TIME ZONE 'Europe/Paris')"
 echo "== funnel"
 psql_q -c "SELECT prospects, invited, connected AS accepted, replied, completed, failed, withdrawn, pending FROM sam.campaign_funnel WHERE campaign_id = $cid"
+echo "== follow-ups: messages confirmed by Unipile per step"
+psql_q -c "SELECT 'FU' || (context->>'step') AS step, count(*) AS sent FROM sam.outbox
+            WHERE campaign_id = $cid AND kind IN ('start_chat', 'send_message') AND state = 'done' GROUP BY 1 ORDER BY 1"
+echo "== webhooks received by the ingest"
+psql_q -c "SELECT event, status, count(*) FROM sam.webhook_events GROUP BY 1, 2 ORDER BY 1, 2"
 echo "== Unipile calls made by the worker"
 psql_q -c "SELECT kind, state, count(*) FROM sam.outbox GROUP BY 1, 2 ORDER BY 1, 2"
 calls=$(curl -s "http://127.0.0.1:$mockport/_mock/stats")
