@@ -2484,6 +2484,215 @@ AS $$ SELECT sam._await_job('process-follow-ups') $$;
 COMMENT ON FUNCTION sam.process_follow_ups() IS 'Hourly: sends the follow-up steps that are due (the seed''s job 3); answers sent (confirmed by Unipile), pending, completed, failed and per-prospect results';
 
 ------------------------------------------------------------------------
+-- Scheduling with pg_cron, run health, doctor
+------------------------------------------------------------------------
+
+-- the jobs, their functions, the seed's schedules (UTC) and how late a success may be before an alert
+CREATE FUNCTION sam._job_catalog()
+RETURNS TABLE (job text, cron_name text, fn text, default_schedule text, expected_every interval)
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('check-relations', 'sam-check-relations-am', 'check_relations', '0 9 * * *', interval '13 hours'),
+           ('check-relations', 'sam-check-relations-pm', 'check_relations', '0 21 * * *', interval '13 hours'),
+           ('process-follow-ups', 'sam-process-follow-ups', 'process_follow_ups', '0 * * * *', interval '1 hour'),
+           ('execute-scheduled-campaigns', 'sam-execute-scheduled-campaigns', 'execute_scheduled_campaigns', '*/5 * * * *', interval '5 minutes'),
+           ('process-pending-prospects', 'sam-process-pending-prospects', 'process_pending_prospects', '10 * * * *', interval '1 hour'),
+           ('process-outbox', 'sam-process-outbox', 'process_outbox', '20 * * * *', interval '1 hour'),
+           ('gdpr-cleanup', 'sam-gdpr-cleanup', 'gdpr_cleanup', '30 3 * * *', interval '1 day'),
+           ('check-pending-notifications', 'sam-check-pending-notifications', 'check_pending_notifications', '*/5 * * * *', interval '5 minutes')
+$$;
+
+-- sam._cron_ready: pg_cron is installed in this database, or an error that says what to do
+CREATE FUNCTION sam._cron_ready() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cron_db text := current_setting('cron.database_name', true);
+BEGIN
+    IF to_regprocedure('cron.schedule_in_database(text,text,text,text,text,boolean)') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF cron_db IS NULL THEN
+        RAISE EXCEPTION 'pg_cron is not loaded'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Add pg_cron to shared_preload_libraries (before sam_ext), restart, and CREATE EXTENSION pg_cron in the database named by cron.database_name.';
+    ELSIF cron_db = current_database() THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Run CREATE EXTENSION pg_cron; here.';
+    END IF;
+    RAISE EXCEPTION 'pg_cron lives in database "%", not in "%"', cron_db, current_database()
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = format('Run SELECT sam.schedule_jobs(); in a session of "%s" is not possible: call there SELECT cron.schedule_in_database(job_name, schedule, command, %L) for each row of SELECT * FROM sam.job_schedule_commands();',
+                            cron_db, current_database());
+END $$;
+
+-- sam.job_schedule_commands: what schedule_jobs would schedule (for a pg_cron in another database)
+CREATE FUNCTION sam.job_schedule_commands(schedules jsonb DEFAULT '{}')
+RETURNS TABLE (job_name text, schedule text, command text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text;
+BEGIN
+    IF schedules IS NULL OR jsonb_typeof(schedules) <> 'object' THEN
+        PERFORM sam._invalid('schedules', 'must be a JSON object {"job name": "cron schedule"}');
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(schedules) LOOP
+        IF NOT EXISTS (SELECT 1 FROM sam._job_catalog() c WHERE c.cron_name = k OR c.job = k) THEN
+            PERFORM sam._invalid('schedules', format('unknown job "%s"', k),
+                'Jobs: ' || (SELECT string_agg(DISTINCT c.job, ', ') FROM sam._job_catalog() c)
+                || ' (check-relations has two: sam-check-relations-am and -pm).');
+        END IF;
+        IF jsonb_typeof(schedules->k) <> 'string' OR schedules->>k !~ '^\s*(\S+\s+){4}\S+\s*$' THEN
+            PERFORM sam._invalid('schedules', format('"%s" for %s is not a five-field cron schedule', schedules->>k, k));
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    SELECT c.cron_name, coalesce(schedules->>c.cron_name, schedules->>c.job, c.default_schedule),
+           format('SELECT sam.%I()', c.fn)
+      FROM sam._job_catalog() c
+     WHERE to_regprocedure(format('sam.%I()', c.fn)) IS NOT NULL      -- jobs built so far
+     ORDER BY c.cron_name;
+END $$;
+COMMENT ON FUNCTION sam.job_schedule_commands(jsonb) IS 'The pg_cron jobs sam.schedule_jobs() creates: name, schedule (UTC), command';
+
+CREATE FUNCTION sam.schedule_jobs(schedules jsonb DEFAULT '{}') RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    out jsonb := '[]';
+    id bigint;
+BEGIN
+    PERFORM sam._cron_ready();
+    FOR r IN SELECT * FROM sam.job_schedule_commands(schedules) LOOP
+        -- pg_cron upserts by job name: calling again updates the schedule
+        EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, $4)' INTO id
+          USING r.job_name, r.schedule, r.command, current_database();
+        out := out || jsonb_build_array(jsonb_build_object('job_name', r.job_name, 'schedule', r.schedule,
+                                                           'command', r.command, 'jobid', id));
+    END LOOP;
+    RETURN jsonb_build_object('success', true, 'database', current_database(), 'jobs', out);
+END $$;
+COMMENT ON FUNCTION sam.schedule_jobs(jsonb) IS 'Creates or updates the named pg_cron jobs with the seed''s schedules (UTC); {"job": "schedule"} overrides';
+
+CREATE FUNCTION sam.unschedule_jobs() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer := 0;
+    c record;
+BEGIN
+    PERFORM sam._cron_ready();
+    FOR c IN SELECT DISTINCT x.cron_name FROM sam._job_catalog() x LOOP
+        IF EXISTS (SELECT 1 FROM cron.job j WHERE j.jobname = c.cron_name) THEN
+            EXECUTE 'SELECT cron.unschedule($1::name)' USING c.cron_name;
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN jsonb_build_object('success', true, 'unscheduled', n);
+END $$;
+COMMENT ON FUNCTION sam.unschedule_jobs() IS 'Removes exactly the pg_cron jobs sam.schedule_jobs() created';
+
+-- the schedules pg_cron holds for sam's jobs (none when pg_cron is absent)
+CREATE FUNCTION sam._cron_jobs() RETURNS TABLE (jobname text, schedule text, active boolean)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF to_regclass('cron.job') IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE 'SELECT jobname::text, schedule::text, active FROM cron.job WHERE jobname LIKE ''sam-%''';
+END $$;
+
+CREATE VIEW sam.job_health AS
+SELECT c.job,
+       string_agg(DISTINCT cj.schedule, ' and ') AS schedule,
+       bool_or(cj.active) AS scheduled,
+       (SELECT max(r.started_at) FROM sam.job_runs r WHERE r.job = c.job) AS last_start,
+       (SELECT max(r.finished_at) FROM sam.job_runs r WHERE r.job = c.job AND r.status = 'succeeded') AS last_success,
+       (SELECT r.error FROM sam.job_runs r WHERE r.job = c.job AND r.status = 'failed' ORDER BY r.started_at DESC LIMIT 1) AS last_error,
+       (SELECT count(*) FROM sam.job_runs r WHERE r.job = c.job AND r.started_at > clock_timestamp() - interval '24 hours') AS runs_24h,
+       (SELECT count(*) FROM sam.job_runs r WHERE r.job = c.job AND r.status = 'failed'
+           AND r.started_at > clock_timestamp() - interval '24 hours') AS failures_24h,
+       bool_or(cj.active) IS TRUE
+         AND EXISTS (SELECT 1 FROM sam.job_runs r WHERE r.job = c.job)
+         AND coalesce((SELECT max(r.finished_at) FROM sam.job_runs r WHERE r.job = c.job AND r.status = 'succeeded')
+                        < clock_timestamp() - max(c.expected_every) * 2, true) AS late
+  FROM sam._job_catalog() c
+  LEFT JOIN sam._cron_jobs() cj ON cj.jobname = c.cron_name
+ WHERE to_regprocedure(format('sam.%I()', c.fn)) IS NOT NULL
+ GROUP BY c.job;
+COMMENT ON VIEW sam.job_health IS 'One row per job: schedule, last start, last success, last error, runs and failures in 24 h, late (scheduled, has run, and no success within twice its interval): what an alert checks';
+
+CREATE FUNCTION sam.doctor()
+RETURNS TABLE ("check" text, ok boolean, detail text, hint text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+    t text;
+BEGIN
+    "check" := 'pg_cron installed';
+    ok := to_regclass('cron.job') IS NOT NULL;
+    detail := CASE WHEN ok THEN 'cron.database_name = ' || coalesce(current_setting('cron.database_name', true), '?')
+                   ELSE 'pg_cron is not installed in this database' END;
+    hint := CASE WHEN NOT ok THEN 'Preload pg_cron and CREATE EXTENSION pg_cron (see sam.schedule_jobs()).' END;
+    RETURN NEXT;
+
+    SELECT count(*) FILTER (WHERE NOT coalesce(h.scheduled, false)), string_agg(h.job, ', ') FILTER (WHERE NOT coalesce(h.scheduled, false))
+      INTO n, t FROM sam.job_health h;
+    "check" := 'jobs scheduled and enabled'; ok := n = 0;
+    detail := CASE WHEN ok THEN 'every job has an active pg_cron schedule' ELSE 'not scheduled: ' || t END;
+    hint := CASE WHEN NOT ok THEN 'SELECT sam.schedule_jobs();' END;
+    RETURN NEXT;
+
+    "check" := 'worker running'; ok := sam.worker_pid() IS NOT NULL;
+    detail := CASE WHEN ok THEN 'pid ' || sam.worker_pid() ELSE 'no sam_ext worker serves this database' END;
+    hint := CASE WHEN NOT ok THEN format('Check shared_preload_libraries and that sam.database_name (%s) is this database (%s).',
+                                         current_setting('sam.database_name'), current_database()) END;
+    RETURN NEXT;
+
+    "check" := 'Unipile DSN configured'; ok := current_setting('sam.unipile_dsn') <> '';
+    detail := CASE WHEN ok THEN current_setting('sam.unipile_dsn') ELSE 'sam.unipile_dsn is empty: nothing is sent' END;
+    hint := CASE WHEN NOT ok THEN 'ALTER SYSTEM SET sam.unipile_dsn = ''https://apiN.unipile.com:PORT''; SELECT pg_reload_conf();' END;
+    RETURN NEXT;
+
+    "check" := 'Unipile API key configured'; ok := current_setting('sam.unipile_api_key_file') <> '';
+    detail := CASE WHEN ok THEN 'read from sam.unipile_api_key_file' ELSE 'sam.unipile_api_key_file is empty' END;
+    hint := CASE WHEN NOT ok THEN 'Put the key alone in a file readable by postgres only and name it in sam.unipile_api_key_file.' END;
+    RETURN NEXT;
+
+    SELECT count(*), string_agg(account_id || ' (' || coalesce(status_reason, '?') || ')', ', ') INTO n, t
+      FROM sam.accounts WHERE status = 'disconnected';
+    "check" := 'accounts connected'; ok := n = 0;
+    detail := CASE WHEN ok THEN 'no disconnected account' ELSE n || ' disconnected: ' || t END;
+    hint := CASE WHEN NOT ok THEN 'Reconnect the account in Unipile; the account_status webhook (or sam.resume_account()) makes it active again.' END;
+    RETURN NEXT;
+
+    SELECT max(received_at) INTO t FROM sam.webhook_events;
+    "check" := 'webhooks received recently';
+    ok := EXISTS (SELECT 1 FROM sam.webhook_events WHERE received_at > sam.now() - interval '24 hours')
+          OR NOT EXISTS (SELECT 1 FROM sam.prospects WHERE status = 'connection_request_sent');
+    detail := coalesce('last webhook at ' || t, 'no webhook ever received');
+    hint := CASE WHEN NOT ok THEN 'Check the webhooks registered at Unipile (POST /api/v1/webhooks) and the ingest (GET /healthz).' END;
+    RETURN NEXT;
+
+    SELECT count(*), string_agg(job, ', ') INTO n, t FROM sam.job_health WHERE late OR failures_24h > 0;
+    "check" := 'jobs on time and succeeding'; ok := n = 0;
+    detail := CASE WHEN ok THEN 'no job late or failing' ELSE 'late or failing: ' || t END;
+    hint := CASE WHEN NOT ok THEN 'SELECT * FROM sam.job_health; SELECT * FROM sam.job_runs WHERE status = ''failed'' ORDER BY id DESC;' END;
+    RETURN NEXT;
+
+    SELECT count(*) INTO n FROM sam.outbox WHERE state = 'dead' AND finished_at > sam.now() - interval '7 days';
+    "check" := 'no dead Unipile calls'; ok := n = 0;
+    detail := n || ' dead in the last 7 days';
+    hint := CASE WHEN NOT ok THEN 'SELECT kind, error_type, error, count(*) FROM sam.outbox WHERE state = ''dead'' GROUP BY 1, 2, 3;' END;
+    RETURN NEXT;
+END $$;
+COMMENT ON FUNCTION sam.doctor() IS 'The seed''s troubleshooting list as rows: check, ok, detail, hint';
+
+------------------------------------------------------------------------
 -- Views for people
 ------------------------------------------------------------------------
 
