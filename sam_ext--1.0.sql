@@ -870,12 +870,12 @@ COMMENT ON FUNCTION sam.add_prospects(bigint, jsonb) IS 'Adds prospects in bulk;
 -- Queueing connection requests
 ------------------------------------------------------------------------
 
--- invitations charged to [from_t, now]: queued ones at their not_before, sent ones when sent
-CREATE FUNCTION sam._invites_since(p_account_id text, from_t timestamptz) RETURNS integer
+-- actions of these kinds charged to [from_t, now]: queued ones at their not_before, sent ones when sent
+CREATE FUNCTION sam._actions_since(p_account_id text, kinds text[], from_t timestamptz) RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT count(*)::integer FROM sam.outbox o
-     WHERE o.account_id = p_account_id AND o.kind = 'invite'
+     WHERE o.account_id = p_account_id AND o.kind = ANY (kinds)
        AND o.state IN ('queued', 'in_flight', 'failed', 'done')
        AND o.not_before >= from_t - interval '30 days'
        AND CASE WHEN o.state = 'done' THEN o.finished_at ELSE o.not_before END >= from_t
@@ -925,8 +925,8 @@ BEGIN
         reason := format('outside working hours; next window starts %s', next_window);
     ELSE
         remaining := least(
-            a.daily_invite_cap - sam._invites_since(a.account_id, sam._local_day_start(a, now_t)),
-            a.weekly_invite_cap - sam._invites_since(a.account_id, now_t - interval '7 days'));
+            a.daily_invite_cap - sam._actions_since(a.account_id, '{invite}', sam._local_day_start(a, now_t)),
+            a.weekly_invite_cap - sam._actions_since(a.account_id, '{invite}', now_t - interval '7 days'));
         IF remaining <= 0 THEN
             reason := 'invitation cap reached';
         END IF;
@@ -2276,17 +2276,6 @@ END $$;
 -- process_follow_ups: the seed's "Send Follow-Up Messages" (hourly)
 ------------------------------------------------------------------------
 
--- messages charged to [from_t, now] (queued ones at their not_before, sent ones when sent)
-CREATE FUNCTION sam._messages_since(p_account_id text, from_t timestamptz) RETURNS integer
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT count(*)::integer FROM sam.outbox o
-     WHERE o.account_id = p_account_id AND o.kind IN ('start_chat', 'send_message')
-       AND o.state IN ('queued', 'in_flight', 'failed', 'done')
-       AND o.not_before >= from_t - interval '30 days'
-       AND CASE WHEN o.state = 'done' THEN o.finished_at ELSE o.not_before END >= from_t
-$$;
-
 /*
  * sam._job_process_follow_ups_start: the seed's steps.  Prospects whose
  * follow_up_due_at has come: not accepted yet -> wait for evidence (webhook,
@@ -2363,7 +2352,7 @@ BEGIN
         b := budget->p.account_id;
         IF b IS NULL THEN
             SELECT * INTO a FROM sam.accounts WHERE account_id = p.account_id FOR UPDATE;
-            remaining := a.daily_message_cap - sam._messages_since(a.account_id, sam._local_day_start(a, now_t));
+            remaining := a.daily_message_cap - sam._actions_since(a.account_id, '{start_chat,send_message}', sam._local_day_start(a, now_t));
             b := jsonb_build_object('remaining', remaining,
                                     't', greatest(now_t, coalesce(a.next_action_at, now_t)),
                                     'min', extract(epoch FROM a.spacing_min), 'max', extract(epoch FROM a.spacing_max),

@@ -193,21 +193,14 @@ sam_service_jobs(void)
 
 			args[0] = CStringGetTextDatum(job);
 			args[1] = TimestampTzGetDatum(deadline);
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			pgstat_report_activity(STATE_RUNNING, "sam_ext: starting a job");
+			sam_begin_tx("sam_ext: starting a job");
 			if (SPI_execute_with_args("SELECT run_id, finished FROM sam._job_async_start($1, $2)",
 									  2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
 				SPI_processed != 1)
 				elog(ERROR, "sam._job_async_start failed");
 			run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 			finished = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			sam_end_tx();
 
 			if (finished)
 				finish_slot(i, run_id);
@@ -228,20 +221,13 @@ sam_service_jobs(void)
 
 			args[0] = Int64GetDatum(run_id);
 			args[1] = BoolGetDatum(GetCurrentTimestamp() >= deadline);
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			pgstat_report_activity(STATE_RUNNING, "sam_ext: checking a job");
+			sam_begin_tx("sam_ext: checking a job");
 			if (SPI_execute_with_args("SELECT sam._job_async_poll($1, $2)",
 									  2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
 				SPI_processed != 1)
 				elog(ERROR, "sam._job_async_poll failed");
 			finished = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			sam_end_tx();
 			if (finished)
 				finish_slot(i, run_id);
 			else

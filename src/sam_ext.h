@@ -73,6 +73,8 @@ extern void sam_wake_worker_at_commit(void);
 
 /* worker.c */
 extern PGDLLEXPORT void sam_worker_main(Datum main_arg);
+extern void sam_begin_tx(const char *activity);
+extern void sam_end_tx(void);
 
 /* template.c: nothing exported to C besides the SQL-callable functions */
 

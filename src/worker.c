@@ -113,8 +113,9 @@ load_api_key(void)
 	explicit_bzero(buf, sizeof(buf));
 }
 
-static void
-begin_tx(const char *activity)
+/* sam_begin_tx starts a transaction with SPI and a snapshot (worker_spi's bracket) */
+void
+sam_begin_tx(const char *activity)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -124,8 +125,9 @@ begin_tx(const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
-static void
-end_tx(void)
+/* sam_end_tx commits what sam_begin_tx started */
+void
+sam_end_tx(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
@@ -217,7 +219,7 @@ claim_and_start(int max_rows)
 	int			n;
 
 	args[0] = Int32GetDatum(max_rows);
-	begin_tx("sam_ext: claiming outbox rows");
+	sam_begin_tx("sam_ext: claiming outbox rows");
 	ret = SPI_execute_with_args("SELECT id, method, path, query_names, query_values, "
 								"json_body, form_names, form_values FROM sam._claim($1)",
 								1, argtypes, args, NULL, false, 0);
@@ -257,7 +259,7 @@ claim_and_start(int max_rows)
 		reqs = lappend(reqs, req);
 		MemoryContextSwitchTo(old);
 	}
-	end_tx();
+	sam_end_tx();
 
 	/* committed as in_flight: only now may the calls go out */
 	n = list_length(reqs);
@@ -290,7 +292,7 @@ record_results(List *finished)
 	int			i = 0;
 	int			ret;
 
-	begin_tx("sam_ext: recording Unipile results");
+	sam_begin_tx("sam_ext: recording Unipile results");
 	foreach(lc, finished)
 	{
 		SamHttpRequest *req = lfirst(lc);
@@ -329,7 +331,7 @@ record_results(List *finished)
 								5, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "sam._complete failed: %d", ret);
-	end_tx();
+	sam_end_tx();
 
 	foreach(lc, finished)
 		sam_http_release((SamHttpRequest *) lfirst(lc));
@@ -339,10 +341,10 @@ record_results(List *finished)
 static void
 run_simple(const char *sql, const char *activity)
 {
-	begin_tx(activity);
+	sam_begin_tx(activity);
 	if (SPI_execute(sql, false, 0) < 0)
 		elog(ERROR, "%s failed", sql);
-	end_tx();
+	sam_end_tx();
 }
 
 /* next_due_ms asks how long until the next claimable row is due */
@@ -352,7 +354,7 @@ next_due_ms(void)
 	long		ms = SAM_MAX_IDLE_MS;
 	bool		isnull;
 
-	begin_tx("sam_ext: looking for due work");
+	sam_begin_tx("sam_ext: looking for due work");
 	if (SPI_execute("SELECT sam._next_due_ms()", true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
@@ -361,7 +363,7 @@ next_due_ms(void)
 		if (!isnull)
 			ms = DatumGetInt64(d);
 	}
-	end_tx();
+	sam_end_tx();
 	if (ms < 0)
 		ms = 0;
 	if (ms > SAM_MAX_IDLE_MS)
