@@ -2708,6 +2708,64 @@ SELECT c.id AS campaign_id, c.name, c.status, c.account_id,
 COMMENT ON VIEW sam.campaign_funnel IS 'Per campaign: how many prospects reached each stage';
 
 ------------------------------------------------------------------------
+-- Metrics (served by the ingest's GET /metrics)
+------------------------------------------------------------------------
+
+CREATE VIEW sam.metrics AS
+SELECT 'sam_outbox_calls'::text AS metric, 'gauge'::text AS type, 'Unipile calls in the outbox by kind and state'::text AS help,
+       jsonb_build_object('kind', kind, 'state', state) AS labels, count(*)::numeric AS value
+  FROM sam.outbox GROUP BY kind, state
+UNION ALL
+SELECT 'sam_outbox_errors', 'gauge', 'Unipile calls in the outbox whose last answer was an error, by Unipile type',
+       jsonb_build_object('type', error_type), count(*)
+  FROM sam.outbox WHERE error_type IS NOT NULL GROUP BY error_type
+UNION ALL
+SELECT 'sam_outbox_due', 'gauge', 'Unipile calls due now and not yet in flight',
+       '{}'::jsonb, count(*) FROM sam.outbox WHERE state IN ('queued', 'failed') AND not_before <= sam.now()
+UNION ALL
+SELECT 'sam_webhook_events', 'gauge', 'Webhook events stored, by event and status',
+       jsonb_build_object('event', coalesce(event, 'unknown'), 'status', status), count(*)
+  FROM sam.webhook_events GROUP BY event, status
+UNION ALL
+SELECT 'sam_job_runs', 'gauge', 'Job runs kept in sam.job_runs, by job and status',
+       jsonb_build_object('job', job, 'status', status), count(*)
+  FROM sam.job_runs GROUP BY job, status
+UNION ALL
+SELECT 'sam_job_late', 'gauge', '1 when the job is scheduled and has no success within twice its interval',
+       jsonb_build_object('job', job), CASE WHEN late THEN 1 ELSE 0 END
+  FROM sam.job_health
+UNION ALL
+SELECT 'sam_accounts', 'gauge', 'LinkedIn accounts by status',
+       jsonb_build_object('status', status), count(*)
+  FROM sam.accounts GROUP BY status
+UNION ALL
+SELECT 'sam_prospects', 'gauge', 'Prospects by status',
+       jsonb_build_object('status', status), count(*)
+  FROM sam.prospects GROUP BY status
+UNION ALL
+SELECT 'sam_worker_up', 'gauge', '1 when the sam_ext worker is running',
+       '{}'::jsonb, CASE WHEN sam.worker_pid() IS NULL THEN 0 ELSE 1 END;
+COMMENT ON VIEW sam.metrics IS 'Figures for monitoring (no personal data, no message text): one row per metric and label set';
+
+-- sam.metrics_text: sam.metrics in the Prometheus text format (0.0.4)
+CREATE FUNCTION sam.metrics_text() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(string_agg(block, ''), '')
+      FROM (SELECT format(E'# HELP %s %s\n# TYPE %s %s\n', m.metric, min(m.help), m.metric, min(m.type))
+                   || string_agg(m.metric
+                          || coalesce('{' || (SELECT string_agg(format('%s="%s"', l.key,
+                                                   replace(replace(replace(l.value, '\', '\\'), '"', '\"'), E'\n', '\n')),
+                                                   ',' ORDER BY l.key)
+                                                FROM jsonb_each_text(m.labels) l) || '}', '')
+                          || ' ' || m.value::text || E'\n', '' ORDER BY m.labels::text) AS block
+              FROM sam.metrics m
+             GROUP BY m.metric
+             ORDER BY m.metric) s
+$$;
+COMMENT ON FUNCTION sam.metrics_text() IS 'sam.metrics in the Prometheus text format; the ingest appends it to its own GET /metrics';
+
+------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC
 ------------------------------------------------------------------------
 

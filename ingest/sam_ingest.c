@@ -12,8 +12,12 @@
  *
  * Everything else (access log, errors) goes to stderr.  SIGTERM or SIGINT
  * stops accepting connections, lets the requests in flight finish (up to
- * SHUTDOWN_GRACE_MS; a second signal cuts that short), closes the
- * connections and exits 0.
+ * SHUTDOWN_GRACE_MS; a second signal cuts that short, see shut_down),
+ * closes the connections and exits 0.
+ *
+ * Threads: libmicrohttpd's internal pool of --threads HTTP threads (epoll)
+ * and --threads database workers (pool.c), each with its own libpq
+ * connection (db.c).  The main thread only waits for signals.
  *
  * ingest/sam_ingest.c
  *
@@ -63,8 +67,8 @@ static const char usage_text[] =
 "  --webhook-header NAME     header carrying it [Unipile-Auth]    SAM_WEBHOOK_HEADER\n"
 "  --cron-secret-file F      file holding the x-cron-secret       SAM_CRON_SECRET (the secret)\n"
 "  --max-body BYTES          largest request body [1048576]       SAM_INGEST_MAX_BODY\n"
-"  --threads N               HTTP pool threads, one database\n"
-"                            connection each [4]                  SAM_INGEST_THREADS\n"
+"  --threads N               HTTP threads, and database workers\n"
+"                            with one connection each [4]         SAM_INGEST_THREADS\n"
 "  --help, --version\n"
 "\n"
 "Without a webhook secret every webhook is answered 401; without a cron\n"
@@ -301,6 +305,28 @@ parse_config(int argc, char **argv)
 	PQconninfoOption *opts;
 	int			c;
 
+	/*
+	 * getopt_long takes any unambiguous prefix of an option, so that
+	 * "--webhook-secret=VALUE" would be read as --webhook-secret-file and
+	 * the value end up in an error message.  Only full names are taken.
+	 */
+	for (c = 1; c < argc && strcmp(argv[c], "--") != 0; c++)
+	{
+		const struct option *o;
+		size_t		len;
+
+		if (strncmp(argv[c], "--", 2) != 0)
+			continue;
+		len = strcspn(argv[c] + 2, "=");
+		for (o = options; o->name != NULL; o++)
+			if (strlen(o->name) == len && strncmp(o->name, argv[c] + 2, len) == 0)
+				break;
+		if (o->name == NULL)
+			die_usage("unknown option: %.*s", (int) len + 2, argv[c]);
+		if (o->has_arg == required_argument && argv[c][2 + len] == '\0')
+			c++;				/* its value is the next argument */
+	}
+
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "hV", options, NULL)) != -1)
 	{
@@ -338,11 +364,13 @@ parse_config(int argc, char **argv)
 				exit(0);
 			default:
 				{
-					/* name the option, not its value */
+					/* name the option, never its value */
 					const char *arg = argv[optind - 1];
-					int			len = (int) strcspn(arg, "=");
 
-					die_usage("unknown option or missing value: %.*s", len, arg);
+					if (strncmp(arg, "--", 2) == 0)
+						die_usage("unknown option or missing value: %.*s",
+								  (int) strcspn(arg, "="), arg);
+					die_usage("unknown option: -%c", optopt ? optopt : '?');
 				}
 		}
 	}

@@ -2,8 +2,8 @@
  *
  * sam_ingest.h
  *	  Shared declarations of sam_ingest, the thin HTTP front of sam_ext:
- *	  configuration, the route table, per-thread database calls, metrics
- *	  and logging.
+ *	  configuration, the route table, the database worker pool and its
+ *	  per-thread connections, metrics and logging.
  *
  * sam_ingest receives Unipile webhooks and the scheduler's cron calls and
  * turns each into exactly one fixed SQL call.  It holds no business logic:

@@ -133,6 +133,13 @@ CRON_ROUTES="/api/cron/check-relations /api/campaigns/direct/process-follow-ups
 UNAUTH='^\{"error":"Unauthorized"\}$'
 P1=$(new_relation ACoAA-smoke-1)
 
+# --- a secret mistakenly given on the command line is refused, not echoed
+for bad in "--webhook-secret=$WSECRET" "--webhook-secre=$WSECRET" "-s$WSECRET"; do
+	out=$("$BIN" --database-url "$CLUSTER_INGEST_URL" "$bad" 2>&1)
+	rc=$?
+	if [ "$rc" = 2 ] && ! grep -qF -- "$WSECRET" <<<"$out"; then pass; else fail "bad flag: rc $rc, $out"; fi
+done
+
 # --- the banner
 [ "$(wc -l <"$TMP/out")" = 1 ] && pass || fail "stdout is not exactly one line: $(cat "$TMP/out")"
 
