@@ -1128,6 +1128,7 @@ DECLARE
     now_t timestamptz := sam.now();
     a sam.accounts;
     ids bigint[];
+    returned bigint;
 BEGIN
     -- actions of accounts outside their window wait for its next start
     FOR a IN SELECT * FROM sam.accounts x WHERE x.status = 'active' AND NOT sam._in_working_hours(x, now_t) LOOP
@@ -1136,6 +1137,9 @@ BEGIN
            AND sam._is_action(o.kind) AND NOT o.needs_check;
     END LOOP;
 
+    -- a batch may be all cancelled (replied, paused, erased): then take the next one, so that
+    -- an empty answer really means nothing is due
+    LOOP
     SELECT array_agg(s.id) INTO ids FROM (
         SELECT o.id FROM sam.outbox o
           JOIN sam.accounts x ON x.account_id = o.account_id
@@ -1194,6 +1198,9 @@ BEGIN
            ARRAY(SELECT f->>1 FROM jsonb_array_elements(coalesce(r.req->'form', '[]')) f)
       FROM r
      ORDER BY r.rid;
+    GET DIAGNOSTICS returned = ROW_COUNT;
+    EXIT WHEN returned > 0;
+    END LOOP;
 END $$;
 
 -- sam._next_due_ms: milliseconds until the next row the worker could claim (NULL: none)
