@@ -1587,8 +1587,42 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     i integer;
+    now_t timestamptz := sam.now();
+    fast bigint[] := '{}';
 BEGIN
+    /*
+     * The common case in one statement: invitations Unipile accepted (2xx,
+     * a JSON object, outcome not under check).  Anything else, or the whole
+     * batch if this statement fails (say, a body that is not JSON), goes
+     * row by row below, with the same effect.
+     */
+    BEGIN
+        WITH r AS (
+            SELECT * FROM unnest(p_ids, p_statuses, p_bodies, p_errors, p_ms) AS r(id, status, body, err, ms)
+             WHERE r.err IS NULL AND r.status BETWEEN 200 AND 299 AND r.body LIKE '{%'
+        ), o AS (
+            UPDATE sam.outbox x
+               SET state = 'done', finished_at = now_t, updated_at = now_t, response = r.body::jsonb,
+                   http_status = r.status, duration_ms = r.ms, error = NULL, error_type = NULL
+              FROM r
+             WHERE x.id = r.id AND x.state = 'in_flight' AND x.kind = 'invite' AND NOT x.needs_check
+            RETURNING x.id, x.prospect_id, x.response
+        ), p AS (
+            UPDATE sam.prospects p
+               SET status = 'connection_request_sent', invitation_id = coalesce(o.response->>'invitation_id', p.invitation_id),
+                   invited_at = now_t, updated_at = now_t, last_error = NULL,
+                   follow_up_due_at = now_t + c.invite_check_delay
+              FROM o, sam.campaigns c
+             WHERE p.id = o.prospect_id AND p.status = 'pending' AND c.id = p.campaign_id
+            RETURNING p.id
+        )
+        SELECT coalesce(array_agg(o.id), '{}') INTO fast FROM o;
+    EXCEPTION WHEN OTHERS THEN
+        fast := '{}';
+    END;
+
     FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+        CONTINUE WHEN p_ids[i] = ANY (fast);
         BEGIN
             PERFORM sam._complete_one(p_ids[i], p_statuses[i], p_bodies[i], p_errors[i], p_ms[i]);
         EXCEPTION WHEN OTHERS THEN
