@@ -60,6 +60,9 @@ typedef struct SamSharedState
 	Latch	   *worker_latch;	/* NULL while no worker is running */
 	pid_t		worker_pid;
 	int64		wakeups;		/* how often the worker was woken */
+	bool		drop_pending;	/* DROP DATABASE of the served database is waiting */
+	bool		db_dropped;		/* it succeeded: wait for CREATE DATABASE */
+	Latch	   *waiting_latch;	/* the worker's latch while it waits to connect */
 	SamJobSlot	slots[SAM_JOB_SLOTS];
 } SamSharedState;
 
@@ -70,6 +73,8 @@ extern void sam_shmem_request(void);
 extern void sam_shmem_startup(void);
 extern void sam_wake_worker(void);
 extern void sam_wake_worker_at_commit(void);
+extern void sam_install_utility_hook(void);
+extern void sam_wait_until_database_usable(void);
 
 /* worker.c */
 extern PGDLLEXPORT void sam_worker_main(Datum main_arg);

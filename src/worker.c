@@ -375,6 +375,14 @@ static void
 process_interrupts(void)
 {
 	CHECK_FOR_INTERRUPTS();
+	if (sam_shared->drop_pending)
+	{
+		/* step aside for DROP DATABASE: calls in flight are checked after the restart */
+		ereport(LOG,
+				(errmsg("sam_ext worker disconnects: database \"%s\" is being dropped",
+						sam_database_name)));
+		proc_exit(1);
+	}
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;
@@ -401,6 +409,8 @@ sam_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
+	/* while the served database is being dropped, or is gone, do not connect to it */
+	sam_wait_until_database_usable();
 	BackgroundWorkerInitializeConnection(sam_database_name, NULL, 0);
 	pgstat_report_appname("sam_ext worker");
 

@@ -1,0 +1,164 @@
+/*-------------------------------------------------------------------------
+ *
+ * dropdb.c
+ *	  The worker never blocks DROP DATABASE of the database it serves.
+ *
+ *	  A background worker connected to a database makes DROP DATABASE fail
+ *	  ("being accessed by other users").  A utility hook sees DROP DATABASE
+ *	  of sam.database_name, asks the worker to disconnect and waits until it
+ *	  has; the restarted worker does not connect while the drop is pending,
+ *	  nor after it succeeded, until CREATE DATABASE makes the database exist
+ *	  again.  If the drop fails, the worker connects again at once.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "tcop/utility.h"
+#include "utils/timestamp.h"
+
+#include "sam_ext.h"
+
+/* how long DROP DATABASE waits for the worker to disconnect */
+#define SAM_DROP_WAIT_MS 10000
+
+static ProcessUtility_hook_type prev_utility_hook = NULL;
+
+static void
+set_drop_state(bool pending, bool dropped)
+{
+	Latch	   *waiting;
+	Latch	   *worker;
+
+	SpinLockAcquire(&sam_shared->mutex);
+	sam_shared->drop_pending = pending;
+	sam_shared->db_dropped = dropped;
+	waiting = sam_shared->waiting_latch;
+	worker = sam_shared->worker_latch;
+	SpinLockRelease(&sam_shared->mutex);
+	if (waiting)
+		SetLatch(waiting);
+	if (worker)
+		SetLatch(worker);
+}
+
+/* wait_worker_gone waits (bounded) until no worker is connected */
+static void
+wait_worker_gone(void)
+{
+	TimestampTz give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SAM_DROP_WAIT_MS);
+
+	for (;;)
+	{
+		pid_t		pid;
+
+		SpinLockAcquire(&sam_shared->mutex);
+		pid = sam_shared->worker_pid;
+		SpinLockRelease(&sam_shared->mutex);
+		if (pid == 0 || GetCurrentTimestamp() >= give_up)
+			return;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static void
+sam_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				 ProcessUtilityContext context, ParamListInfo params,
+				 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *node = pstmt->utilityStmt;
+	bool		dropping = false;
+	bool		creating = false;
+
+	if (sam_shared && sam_database_name)
+	{
+		if (IsA(node, DropdbStmt) && strcmp(((DropdbStmt *) node)->dbname, sam_database_name) == 0)
+			dropping = true;
+		else if (IsA(node, CreatedbStmt) && strcmp(((CreatedbStmt *) node)->dbname, sam_database_name) == 0)
+			creating = true;
+	}
+
+	if (dropping)
+	{
+		set_drop_state(true, false);
+		wait_worker_gone();
+		PG_TRY();
+		{
+			if (prev_utility_hook)
+				prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+			else
+				standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+		}
+		PG_CATCH();
+		{
+			/* the database is still there: the worker may connect again */
+			set_drop_state(false, false);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		/* DROP DATABASE IF EXISTS of a missing database lands here too: same state */
+		set_drop_state(false, true);
+		return;
+	}
+
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+
+	if (creating)
+		set_drop_state(false, false);
+}
+
+/* sam_install_utility_hook is called from _PG_init */
+void
+sam_install_utility_hook(void)
+{
+	prev_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = sam_utility_hook;
+}
+
+/*
+ * sam_wait_until_database_usable is called by the worker before it
+ * connects: it sleeps on its latch while a drop of its database is pending
+ * or after one succeeded, until the hook says otherwise.
+ */
+void
+sam_wait_until_database_usable(void)
+{
+	bool		logged = false;
+
+	SpinLockAcquire(&sam_shared->mutex);
+	sam_shared->waiting_latch = MyLatch;
+	SpinLockRelease(&sam_shared->mutex);
+	for (;;)
+	{
+		bool		wait;
+
+		SpinLockAcquire(&sam_shared->mutex);
+		wait = sam_shared->drop_pending || sam_shared->db_dropped;
+		SpinLockRelease(&sam_shared->mutex);
+		if (!wait)
+			break;
+		if (!logged)
+			ereport(LOG,
+					(errmsg("sam_ext worker waits: database \"%s\" is being dropped or was dropped",
+							sam_database_name),
+					 errhint("It connects again when the drop fails or CREATE DATABASE creates it again.")));
+		logged = true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 60000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SpinLockAcquire(&sam_shared->mutex);
+	sam_shared->waiting_latch = NULL;
+	SpinLockRelease(&sam_shared->mutex);
+}

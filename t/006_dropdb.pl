@@ -1,0 +1,49 @@
+# The worker never blocks DROP DATABASE of the database it serves, does not
+# hammer the log while that database is gone, comes back when it is created
+# again, and reconnects at once when a drop fails.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use SamTest;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $mock = start_mock();
+my $node = new_sam_node('dropdb', $mock, conf => "sam.database_name = 'app'\n");
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+$node->safe_psql('app', 'CREATE EXTENSION sam_ext');
+my $worker = "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sam_ext worker' AND datname = 'app'";
+ok($node->poll_query_until('postgres', $worker), 'the worker serves database app');
+
+my $t0 = time();
+my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app');
+my $took = time() - $t0;
+is($ret, 0, 'DROP DATABASE app succeeds without FORCE') or diag($err);
+cmp_ok($took, '<', 5, sprintf('promptly (%.1f s)', $took));
+
+my $log_before = -s $node->logfile;
+sleep 3;    # a window in which a restart loop would log FATAL every second
+my $log = slurp_file($node->logfile, $log_before);
+unlike($log, qr/FATAL:  database "app" does not exist/, 'no FATAL loop while the database is gone');
+like(slurp_file($node->logfile), qr/sam_ext worker waits: database "app"/, 'the worker says it waits');
+
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+$node->safe_psql('app', 'CREATE EXTENSION sam_ext');
+ok($node->poll_query_until('postgres', $worker), 'CREATE DATABASE app: the worker serves it again');
+
+# a drop that fails (someone else is connected): the worker reconnects at once
+my $bg = $node->background_psql('app');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app');
+isnt($ret, 0, 'a drop that fails because another session is connected');
+like($err, qr/is being accessed by other users/, 'fails for that reason, not because of the worker');
+ok($node->poll_query_until('postgres', $worker), 'the worker is back on the database');
+$bg->quit;
+
+$node->stop;
+$mock->{handle}->kill_kill;
+done_testing();
