@@ -1874,6 +1874,9 @@ DECLARE
     n integer := 0;
     ok integer := 0;
 BEGIN
+    IF max_events IS NULL OR max_events NOT BETWEEN 1 AND 100000 THEN
+        PERFORM sam._invalid('max_events', 'must be between 1 and 100000');
+    END IF;
     FOR w IN SELECT id FROM sam.webhook_events WHERE status = 'failed' ORDER BY id LIMIT max_events
              FOR UPDATE SKIP LOCKED LOOP
         n := n + 1;

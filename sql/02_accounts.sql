@@ -46,3 +46,12 @@ SELECT sam.pause_account('acc-paris', 'holiday')->>'status';
 SELECT status, status_reason FROM sam.accounts WHERE account_id = 'acc-paris';
 SELECT sam.resume_account('acc-paris')->>'status';
 SELECT sam.pause_account('nope');
+-- deleting an account: unknown, or with calls in flight, is refused
+SELECT sam.delete_account('nope');
+SELECT sam.create_account('acc-del', spacing_min => '0', spacing_max => '0')->>'success';
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, state)
+VALUES ('acc-del', 'relations_page', 'del-test', '{"method": "GET", "path": "/x"}', 'in_flight');
+SELECT sam.delete_account('acc-del');
+UPDATE sam.outbox SET state = 'done' WHERE account_id = 'acc-del';
+SELECT sam.delete_account('acc-del') - 'account_id';
+SELECT count(*) FROM sam.accounts WHERE account_id = 'acc-del';

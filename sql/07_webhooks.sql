@@ -85,3 +85,5 @@ DROP FUNCTION sam._broken_hook();
 SELECT sam.retry_webhooks();
 SELECT status, attempts FROM sam.webhook_events WHERE dedupe_key = 'new_relation:acc-w:ACoW2';
 SELECT status FROM sam.prospects WHERE provider_id = 'ACoW2';
+SELECT sam.retry_webhooks(0);
+SELECT sam.retry_webhooks(NULL);
