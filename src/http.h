@@ -23,6 +23,7 @@ typedef struct SamHttpRequest
 	/* what to send */
 	char	   *method;
 	char	   *url;
+	bool		external;		/* not Unipile (a notification hook): no API key */
 	char	   *json_body;		/* NULL when none */
 	int			nform;			/* multipart/form-data fields, when > 0 */
 	char	  **form_names;

@@ -177,7 +177,7 @@ text_array_to_cstrings(Datum d, bool isnull, int *n, MemoryContext cxt)
  * parameters, which are percent-encoded here.
  */
 static char *
-build_url(const char *path, char **qn, char **qv, int nq)
+build_url(const char *path, char **qn, char **qv, int nq, bool *external)
 {
 	StringInfoData url;
 	const char *dsn = sam_unipile_dsn;
@@ -185,12 +185,19 @@ build_url(const char *path, char **qn, char **qv, int nq)
 	int			i;
 
 	initStringInfo(&url);
-	if (strstr(dsn, "://") == NULL)
-		appendStringInfoString(&url, "https://");
-	while (len > 0 && dsn[len - 1] == '/')
-		len--;
-	appendBinaryStringInfo(&url, dsn, len);
-	appendStringInfoString(&url, path);
+	*external = (pg_strncasecmp(path, "http://", 7) == 0 ||
+				 pg_strncasecmp(path, "https://", 8) == 0);
+	if (*external)
+		appendStringInfoString(&url, path);
+	else
+	{
+		if (strstr(dsn, "://") == NULL)
+			appendStringInfoString(&url, "https://");
+		while (len > 0 && dsn[len - 1] == '/')
+			len--;
+		appendBinaryStringInfo(&url, dsn, len);
+		appendStringInfoString(&url, path);
+	}
 	for (i = 0; i < nq; i++)
 	{
 		char	   *v = curl_easy_escape(NULL, qv[i], 0);
@@ -246,7 +253,8 @@ claim_and_start(int max_rows)
 		qn = text_array_to_cstrings(d, isnull, &nqn, req->cxt);
 		d = SPI_getbinval(tup, desc, 5, &isnull);
 		qv = text_array_to_cstrings(d, isnull, &nqv, req->cxt);
-		req->url = build_url(SPI_getvalue(tup, desc, 3), qn, qv, Min(nqn, nqv));
+		req->url = build_url(SPI_getvalue(tup, desc, 3), qn, qv, Min(nqn, nqv),
+							 &req->external);
 		req->json_body = SPI_getvalue(tup, desc, 6);
 		d = SPI_getbinval(tup, desc, 7, &isnull);
 		req->form_names = text_array_to_cstrings(d, isnull, &req->nform, req->cxt);
@@ -264,7 +272,12 @@ claim_and_start(int max_rows)
 	/* committed as in_flight: only now may the calls go out */
 	n = list_length(reqs);
 	foreach(lc, reqs)
-		sam_http_start((SamHttpRequest *) lfirst(lc), api_key);
+	{
+		SamHttpRequest *req = (SamHttpRequest *) lfirst(lc);
+
+		/* the Unipile key goes to Unipile only, never to a notification hook */
+		sam_http_start(req, req->external ? NULL : api_key);
+	}
 	list_free(reqs);
 	return n;
 }
