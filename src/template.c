@@ -2,13 +2,15 @@
  *
  * template.c
  *	  The message template renderer shared by connection notes and
- *	  follow-up messages.
+ *	  follow-up messages: the SQL functions sam.render_template() and
+ *	  sam.template_variables().
  *
- *	  Syntax: {name} is replaced by the variable's value, {name|fallback}
- *	  uses the fallback when the value is missing or empty, {{ and }} are
- *	  literal braces.  Names are letters, digits and underscores, not
- *	  starting with a digit, compared case-insensitively.  Values are always
- *	  inserted as plain text: nothing in a value is ever interpreted.
+ *	  The parsing and rendering themselves are in template_core.c, plain C
+ *	  that the fuzzing harness (fuzz/fuzz_template.c) runs without a
+ *	  backend; this file turns its results into values and errors, and
+ *	  looks variables up in a jsonb object.  See template_core.c for the
+ *	  syntax.  Values are always inserted as plain text: nothing in a value
+ *	  is ever interpreted.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,145 +19,81 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
-#include "nodes/pg_list.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 
 #include "sam_ext.h"
-
-#define SAM_MAX_VARIABLE_NAME 63
+#include "template_core.h"
 
 PG_FUNCTION_INFO_V1(sam_render_template);
 PG_FUNCTION_INFO_V1(sam_template_variables);
 
-/* one parsed piece of a template */
-typedef struct TemplatePart
-{
-	bool		is_variable;
-	char	   *text;			/* literal text, or the variable's name */
-	char	   *fallback;		/* NULL when there is none */
-} TemplatePart;
-
 /*
- * parse_template splits a template into literal and variable parts, or
- * raises an error naming the position of the first syntax error.
+ * parse_template splits a template into its parts (*nparts of them), or
+ * raises an error naming the position, in characters, of the first
+ * syntax error.
  */
-static List *
-parse_template(const char *tmpl, int len)
+static TemplatePart *
+parse_template(const char *tmpl, int len, size_t *nparts)
 {
-	List	   *parts = NIL;
-	StringInfoData lit;
-	int			i = 0;
+	TemplateError err;
+	TemplatePart *parts;
+	size_t		n;
 
-	initStringInfo(&lit);
-	while (i < len)
+	n = tc_parse(tmpl, len, NULL, 0, &err);
+	switch (err.kind)
 	{
-		char		c = tmpl[i];
-
-		if (c == '{' && i + 1 < len && tmpl[i + 1] == '{')
-		{
-			appendStringInfoChar(&lit, '{');
-			i += 2;
-		}
-		else if (c == '}' && i + 1 < len && tmpl[i + 1] == '}')
-		{
-			appendStringInfoChar(&lit, '}');
-			i += 2;
-		}
-		else if (c == '}')
+		case TC_OK:
+			break;
+		case TC_UNMATCHED_CLOSE:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid template: unmatched \"}\" at character %d",
-							pg_mbstrlen_with_len(tmpl, i) + 1),
+							pg_mbstrlen_with_len(tmpl, err.offset) + 1),
 					 errhint("Write \"}}\" for a literal brace.")));
-		else if (c == '{')
-		{
-			int			start = i;
-			int			j = i + 1;
-			int			name_start,
-						name_end;
-			TemplatePart *part;
-
-			while (j < len && tmpl[j] == ' ')
-				j++;
-			name_start = j;
-			while (j < len && (isalnum((unsigned char) tmpl[j]) || tmpl[j] == '_'))
-				j++;
-			name_end = j;
-			while (j < len && tmpl[j] == ' ')
-				j++;
-			if (name_end == name_start || isdigit((unsigned char) tmpl[name_start]) ||
-				name_end - name_start > SAM_MAX_VARIABLE_NAME ||
-				j >= len || (tmpl[j] != '}' && tmpl[j] != '|'))
-			{
-				if (j >= len)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid template: unterminated variable at character %d",
-									pg_mbstrlen_with_len(tmpl, start) + 1),
-							 errhint("Variables look like {first_name} or {first_name|there}; write \"{{\" for a literal brace.")));
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid template: bad variable name at character %d",
-								pg_mbstrlen_with_len(tmpl, start) + 1),
-						 errhint("Variables look like {first_name} or {first_name|there}; names are letters, digits and underscores.")));
-			}
-
-			if (lit.len > 0)
-			{
-				part = palloc0(sizeof(TemplatePart));
-				part->text = pstrdup(lit.data);
-				parts = lappend(parts, part);
-				resetStringInfo(&lit);
-			}
-			part = palloc0(sizeof(TemplatePart));
-			part->is_variable = true;
-			part->text = pnstrdup(tmpl + name_start, name_end - name_start);
-			for (char *ch = part->text; *ch; ch++)
-				*ch = pg_ascii_tolower((unsigned char) *ch);
-			if (tmpl[j] == '|')
-			{
-				int			fb_start = j + 1;
-
-				j = fb_start;
-				while (j < len && tmpl[j] != '}' && tmpl[j] != '{')
-					j++;
-				if (j >= len || tmpl[j] == '{')
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid template: unterminated fallback of variable \"%s\" at character %d",
-									part->text, pg_mbstrlen_with_len(tmpl, start) + 1)));
-				part->fallback = pnstrdup(tmpl + fb_start, j - fb_start);
-			}
-			parts = lappend(parts, part);
-			i = j + 1;
-		}
-		else
-		{
-			appendStringInfoChar(&lit, c);
-			i++;
-		}
+			break;
+		case TC_UNTERMINATED_VARIABLE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid template: unterminated variable at character %d",
+							pg_mbstrlen_with_len(tmpl, err.offset) + 1),
+					 errhint("Variables look like {first_name} or {first_name|there}; write \"{{\" for a literal brace.")));
+			break;
+		case TC_BAD_VARIABLE_NAME:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid template: bad variable name at character %d",
+							pg_mbstrlen_with_len(tmpl, err.offset) + 1),
+					 errhint("Variables look like {first_name} or {first_name|there}; names are letters, digits and underscores.")));
+			break;
+		case TC_UNTERMINATED_FALLBACK:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid template: unterminated fallback of variable \"%s\" at character %d",
+							err.name, pg_mbstrlen_with_len(tmpl, err.offset) + 1)));
+			break;
 	}
-	if (lit.len > 0)
-	{
-		TemplatePart *part = palloc0(sizeof(TemplatePart));
-
-		part->text = pstrdup(lit.data);
-		parts = lappend(parts, part);
-	}
+	parts = MemoryContextAllocHuge(CurrentMemoryContext,
+								   Max(n, 1) * sizeof(TemplatePart));
+	*nparts = tc_parse(tmpl, len, parts, n, &err);
+	Assert(*nparts == n && err.kind == TC_OK);
 	return parts;
 }
 
 /*
- * lookup_value finds a variable's value in a jsonb object, as text; NULL when
- * it is missing, JSON null or an empty string.
+ * lookup_value finds a variable's value in a jsonb object (the lookup
+ * callback of tc_render), as text; NULL when it is missing, JSON null or
+ * an empty string.
  */
-static char *
-lookup_value(Jsonb *vars, const char *name)
+static const char *
+lookup_value(void *arg, const char *name, size_t *len)
 {
+	Jsonb	   *vars = arg;
 	JsonbValue	v;
 	JsonbValue *found;
+	char	   *value;
 
 	if (vars == NULL || !JB_ROOT_IS_OBJECT(vars))
 		return NULL;
@@ -167,15 +105,27 @@ lookup_value(Jsonb *vars, const char *name)
 		case jbvString:
 			if (found->val.string.len == 0)
 				return NULL;
-			return pnstrdup(found->val.string.val, found->val.string.len);
+			*len = found->val.string.len;
+			return found->val.string.val;
 		case jbvNumeric:
-			return DatumGetCString(DirectFunctionCall1(numeric_out,
-													   NumericGetDatum(found->val.numeric)));
+			value = DatumGetCString(DirectFunctionCall1(numeric_out,
+														NumericGetDatum(found->val.numeric)));
+			break;
 		case jbvBool:
-			return pstrdup(found->val.boolean ? "true" : "false");
+			value = found->val.boolean ? "true" : "false";
+			break;
 		default:
 			return NULL;
 	}
+	*len = strlen(value);
+	return value;
+}
+
+/* append_output is the append callback of tc_render: into a StringInfo */
+static void
+append_output(void *arg, const char *data, size_t len)
+{
+	appendBinaryStringInfo((StringInfo) arg, data, len);
 }
 
 /*
@@ -188,34 +138,23 @@ sam_render_template(PG_FUNCTION_ARGS)
 {
 	text	   *tmpl = PG_GETARG_TEXT_PP(0);
 	Jsonb	   *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	List	   *parts;
-	ListCell   *lc;
+	const char *src = VARDATA_ANY(tmpl);
+	TemplatePart *parts;
+	size_t		nparts;
+	size_t		stopped;
 	StringInfoData out;
 
-	parts = parse_template(VARDATA_ANY(tmpl), VARSIZE_ANY_EXHDR(tmpl));
+	parts = parse_template(src, VARSIZE_ANY_EXHDR(tmpl), &nparts);
 	initStringInfo(&out);
-	foreach(lc, parts)
-	{
-		TemplatePart *part = lfirst(lc);
-		char	   *value;
-
-		if (!part->is_variable)
-		{
-			appendStringInfoString(&out, part->text);
-			continue;
-		}
-		value = lookup_value(vars, part->text);
-		if (value == NULL)
-			value = part->fallback;
-		if (value == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("template variable \"%s\" has no value and no fallback",
-							part->text),
-					 errhint("Give the prospect a value for \"%s\", or write {%s|fallback} in the template.",
-							 part->text, part->text)));
-		appendStringInfoString(&out, value);
-	}
+	stopped = tc_render(src, parts, nparts, lookup_value, vars,
+						append_output, &out);
+	if (stopped < nparts)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("template variable \"%s\" has no value and no fallback",
+						parts[stopped].name),
+				 errhint("Give the prospect a value for \"%s\", or write {%s|fallback} in the template.",
+						 parts[stopped].name, parts[stopped].name)));
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
 }
 
@@ -228,36 +167,39 @@ Datum
 sam_template_variables(PG_FUNCTION_ARGS)
 {
 	text	   *tmpl = PG_GETARG_TEXT_PP(0);
-	List	   *parts;
-	ListCell   *lc;
+	const char *src = VARDATA_ANY(tmpl);
+	TemplatePart *parts;
+	size_t		nparts;
 	StringInfoData out;
-	int			static_len = 0;
+	int64		static_len = 0;
 	bool		first = true;
 
-	parts = parse_template(VARDATA_ANY(tmpl), VARSIZE_ANY_EXHDR(tmpl));
+	parts = parse_template(src, VARSIZE_ANY_EXHDR(tmpl), &nparts);
 	initStringInfo(&out);
 	appendStringInfoString(&out, "{\"variables\": [");
-	foreach(lc, parts)
+	for (size_t i = 0; i < nparts; i++)
 	{
-		TemplatePart *part = lfirst(lc);
+		TemplatePart *part = &parts[i];
 
 		if (!part->is_variable)
 		{
-			static_len += pg_mbstrlen(part->text);
+			/* each doubled brace is one character less once unescaped */
+			static_len += pg_mbstrlen_with_len(src + part->src_off, part->src_len) -
+				(int64) (part->src_len - part->out_len);
 			continue;
 		}
 		if (!first)
 			appendStringInfoString(&out, ", ");
 		first = false;
 		appendStringInfoString(&out, "{\"name\": ");
-		escape_json(&out, part->text);
+		escape_json(&out, part->name);
 		appendStringInfoString(&out, ", \"fallback\": ");
-		if (part->fallback)
-			escape_json(&out, part->fallback);
+		if (part->has_fallback)
+			escape_json(&out, pnstrdup(src + part->fallback_off, part->fallback_len));
 		else
 			appendStringInfoString(&out, "null");
 		appendStringInfoChar(&out, '}');
 	}
-	appendStringInfo(&out, "], \"static_length\": %d}", static_len);
+	appendStringInfo(&out, "], \"static_length\": " INT64_FORMAT "}", static_len);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(out.data)));
 }
