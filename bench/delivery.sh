@@ -1,55 +1,73 @@
 #!/usr/bin/env bash
-# bench/delivery.sh N: end-to-end delivery throughput of the worker.
-# A throw-away cluster and the mock Unipile server (request log off); N invitation
-# calls are queued in the outbox, released at once, and the worker drains them
-# (claim -> commit in_flight -> HTTP -> record).  Prints calls/s for several
-# sam.max_concurrency / sam.batch_size settings, with the machine and inputs.
-#   sudo bench/delivery.sh 20000            (as root: the cluster runs as postgres)
+#
+# bench/delivery.sh [N]
+#     Delivery throughput of the sam_ext worker, end to end, beside three
+#     references measured against the same mock in the same run:
+#
+#       wrk          the mock's own ceiling (wrk, keep-alive, POST invitations)
+#       curl_multi   a bare libcurl-multi client, no database (bench/curl_multi.c):
+#                    the transport's ceiling on this machine
+#       sequential   one blocking request at a time (bench/sequential.c), as the
+#                    original Netlify function sent invitations
+#       worker       N invitations queued in sam.outbox, released in one commit,
+#                    drained by the worker: claimed -> committed in_flight -> HTTP
+#                    -> result recorded (outbox done, prospect connection_request_sent)
+#
+#     The worker runs once per sam.max_concurrency:sam.batch_size setting
+#     (CONFIGS), so the table shows how the rate moves with them.  Each
+#     measurement is repeated RUNS times; the summary gives medians and the
+#     worker's rate as a share of curl_multi's, both measured in the same run.
+#
+#     N            invitations per worker run (default 100000)
+#     RUNS=3       repetitions
+#     CONFIGS="16:100 64:200 128:500 256:1000"   concurrency:batch settings
+#     REF_CONC=64  concurrency of curl_multi and wrk (-c)
+#     SEQ_N        requests of the sequential client (default min(N, 20000))
+#     WRK_SECONDS=5
+#     PG_PORT=21431 MOCK_PORT=21432   (ports below 32768)
+#     PGBIN / PG_CONFIG: which PostgreSQL (sam_ext installed there)
+#     STALE_STATS=1  no ANALYZE with the release (the planner then believes nothing is due)
+#     PGSS=1       prints the statements that took the most time in each worker run
+#     PERF_OUT=/tmp/w.perf  records the worker with perf during each worker
+#                  run (perf report -i /tmp/w.perf.CONC.BATCH)
+#
+#   sudo bench/delivery.sh 100000      (as root: the cluster runs as postgres)
+#
+# bench/delivery.sh
+
 set -euo pipefail
-cd "$(dirname "$0")/.."
-n=${1:-20000}
-configs=${CONFIGS:-"16:100 32:100 64:200 128:500"}
-export PATH="$(pg_config --bindir):$PATH"
-dir=$(mktemp -d /tmp/sam_bench.XXXXXX)
-chmod 755 "$dir"
-[ "$(id -u)" = 0 ] && chown postgres: "$dir"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- env PATH="$PATH" "$@"; else "$@"; fi; }
-pgport=${PGPORT_BENCH:-55499}
-mockport=${MOCK_PORT_BENCH:-18299}
-cleanup() {
-	as_pg pg_ctl -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
-	[ -n "${mockpid:-}" ] && kill "$mockpid" 2>/dev/null || true
-	rm -rf "$dir"
+. "$(dirname "$0")/lib.sh"
+
+n=${1:-100000}
+runs=${RUNS:-3}
+configs=${CONFIGS:-"16:100 64:200 128:500 256:1000"}
+ref_conc=${REF_CONC:-64}
+seq_n=${SEQ_N:-$((n < 20000 ? n : 20000))}
+wrk_s=${WRK_SECONDS:-5}
+pg_port=${PG_PORT:-21431}
+mock_port=${MOCK_PORT:-21432}
+mock_url="http://127.0.0.1:$mock_port"
+command -v wrk >/dev/null || { echo "bench: wrk is needed (apt-get install -y wrk)" >&2; exit 1; }
+bench_need_built
+
+bench_cluster_start "$pg_port" "sam.unipile_dsn = '$mock_url'"
+bench_mock_start "$mock_port"
+q -c "SELECT sam.create_account('bench', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                                spacing_min => '0', spacing_max => '0')" >/dev/null
+wpid=$(bench_worker_pid)
+
+# cpu_s PID: user + system CPU seconds of a process so far
+cpu_s() {
+	awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
-trap cleanup EXIT
 
-as_pg initdb -D "$dir/data" -A trust -U postgres >/dev/null
-cat >> "$dir/data/postgresql.conf" <<CONF
-port = $pgport
-listen_addresses = ''
-unix_socket_directories = '$dir'
-shared_preload_libraries = 'pg_cron,sam_ext'
-sam.unipile_dsn = 'http://127.0.0.1:$mockport'
-shared_buffers = '512MB'
-synchronous_commit = on
-CONF
-as_pg pg_ctl -D "$dir/data" -l "$dir/pg.log" -w start >/dev/null
-test/mock_unipile --port "$mockport" --no-log --quiet --threads 2 > "$dir/mock.log" 2>&1 &
-mockpid=$!
-for _ in $(seq 50); do grep -q listening "$dir/mock.log" && break; sleep 0.1; done
-q() { psql -h "$dir" -p "$pgport" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-q -c "CREATE EXTENSION sam_ext" \
-  -c "SELECT sam.create_account('bench', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00', spacing_min => '0', spacing_max => '0')" >/dev/null
-
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; PostgreSQL $(pg_config --version | awk '{print $2}'); calls: $n invitations per run"
-printf '%-12s %-10s %10s %12s %8s\n' concurrency batch seconds calls/s errors
-for c in $configs; do
-	conc=${c%%:*}; batch=${c##*:}
-	q -c "ALTER SYSTEM SET sam.max_concurrency = $conc" -c "ALTER SYSTEM SET sam.batch_size = $batch" -c "SELECT pg_reload_conf()" >/dev/null
-	sleep 0.5
-	q -c "TRUNCATE sam.outbox" -c "DELETE FROM sam.prospects" -c "DELETE FROM sam.campaigns" >/dev/null
-	# N pending prospects of a running campaign, their invitations queued but not due yet;
-	# then released in one commit (which wakes the worker)
+# worker_run CONC BATCH: queue N invitations (not yet due), release them in
+# one commit, wait until none is queued or in flight; prints
+# "seconds calls/s errors worker_cpu_us_per_call"
+worker_run() {
+	local conc=$1 batch=$2 start end c0 c1
+	bench_set sam.max_concurrency "$conc" sam.batch_size "$batch"
+	q -c "TRUNCATE sam.outbox, sam.prospects, sam.campaigns" >/dev/null
 	q -c "INSERT INTO sam.campaigns (account_id, name, status) VALUES ('bench', 'bench', 'running')" \
 	  -c "INSERT INTO sam.prospects (campaign_id, account_id, provider_id)
 	      SELECT (SELECT max(id) FROM sam.campaigns), 'bench', 'ACoB' || i || '_' || extract(epoch FROM clock_timestamp())::bigint
@@ -59,12 +77,85 @@ for c in $configs; do
 	             jsonb_build_object('method', 'POST', 'path', '/api/v1/users/invite',
 	                 'json', jsonb_build_object('provider_id', p.provider_id, 'account_id', 'bench', 'message', 'Hello there')),
 	             sam.now() + interval '1 day'
-	        FROM sam.prospects p" -c "VACUUM ANALYZE sam.outbox" -c "VACUUM ANALYZE sam.prospects" >/dev/null
-	start=$(date +%s.%N)
-	q -c "UPDATE sam.outbox SET not_before = sam.now()" >/dev/null
-	while [ "$(q -c "SELECT count(*) FROM sam.outbox WHERE state IN ('queued', 'in_flight', 'failed')")" != 0 ]; do sleep 0.05; done
-	end=$(date +%s.%N)
+	        FROM sam.prospects p" \
+	  -c "VACUUM ANALYZE sam.outbox" -c "VACUUM ANALYZE sam.prospects" -c "CHECKPOINT" >/dev/null
+	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
+	c0=$(cpu_s "$wpid")
+	if [ -n "${PERF_OUT:-}" ]; then
+		perf record -F 999 -g -o "$PERF_OUT.$conc.$batch" -p "$wpid" >/dev/null 2>&1 &
+		perf_pid=$!
+	fi
+	# start: the release commits (clock_timestamp() just before COMMIT); end: the last result
+	# recorded (max(finished_at), the recording transaction's time).  Polled from the shell
+	# every 0.2 s: a waiting loop inside the server would hold back the xmin horizon, and then
+	# no dead index entry could be skipped (the claims would slow down for the benchmark only).
+	# The release analyzes the outbox in its transaction, so that the worker's plans see the
+	# rows as due (STALE_STATS=1: statistics from before the release, when nothing was due).
+	start=$(q -c "BEGIN" -c "UPDATE sam.outbox SET not_before = sam.now()" \
+	          -c "$([ -n "${STALE_STATS:-}" ] && echo "SET LOCAL work_mem = '4MB'" || echo "ANALYZE sam.outbox, sam.prospects")" \
+	          -c "SELECT extract(epoch FROM clock_timestamp())" -c "COMMIT")
+	while [ "$(q -c "SELECT EXISTS (SELECT 1 FROM sam.outbox WHERE state IN ('queued', 'in_flight', 'failed'))")" = t ]; do
+		sleep 0.2
+	done
+	end=$(q -c "SELECT extract(epoch FROM max(finished_at)) FROM sam.outbox")
+	c1=$(cpu_s "$wpid")
+	if [ -n "${PERF_OUT:-}" ]; then
+		kill -INT "$perf_pid"
+		wait "$perf_pid" || true
+	fi
 	errors=$(q -c "SELECT count(*) FROM sam.outbox WHERE state <> 'done'")
-	awk -v c="$conc" -v b="$batch" -v s="$start" -v e="$end" -v n="$n" -v err="$errors" \
-		'BEGIN { printf "%-12s %-10s %10.2f %12.0f %8s\n", c, b, e - s, n / (e - s), err }'
+	awk -v s="$start" -v e="$end" -v n="$n" -v err="$errors" -v c0="$c0" -v c1="$c1" \
+		'BEGIN { printf "%.3f %.0f %d %.0f\n", e - s, n / (e - s), err, (c1 - c0) * 1e6 / n }'
+}
+
+bench_machine
+echo "inputs: N=$n invitations per worker run, RUNS=$runs, CONFIGS=\"$configs\" (sam.max_concurrency:sam.batch_size),"
+echo "        curl_multi: N requests at concurrency $ref_conc; wrk -t2 -c$ref_conc -d${wrk_s}s; sequential: $seq_n requests;"
+echo "        mock_unipile --threads ${MOCK_THREADS:-2} --no-log --quiet on 127.0.0.1:$mock_port; synchronous_commit on"
+echo
+printf '%-4s %-12s %10s %10s %8s %10s %8s %6s\n' run client rate/s seconds errors cpu_us/call ratio load
+res="$BENCH_DIR/results"
+: >"$res"
+for r in $(seq "$runs"); do
+	curl -s -X POST "$mock_url/_mock/reset" >/dev/null
+	line=$(BENCH_TAG="w$r$$" wrk -t2 -c"$ref_conc" -d"${wrk_s}s" -s "$BENCH_ROOT/bench/wrk_invite.lua" "$mock_url" | grep '^wrk:')
+	wrk_rate=$(echo "$line" | sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p')
+	wrk_err=$(echo "$line" | sed -n 's/.*non-2xx \([0-9]*\), socket errors \([0-9]*\).*/\1+\2/p')
+	printf '%-4s %-12s %10s %10s %8s %10s %8s %6s\n' "$r" wrk "$wrk_rate" "$wrk_s" "$((wrk_err))" - - "$(bench_load)"
+	echo "$r wrk $wrk_rate" >>"$res"
+
+	curl -s -X POST "$mock_url/_mock/reset" >/dev/null
+	line=$("$BENCH_ROOT/bench/curl_multi" "$mock_url" "$n" "$ref_conc" "m$r$$" || true)
+	cm_rate=$(echo "$line" | sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p')
+	cm_s=$(echo "$line" | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
+	cm_err=$(echo "$line" | sed -n 's/.*other \([0-9]*\), errors \([0-9]*\).*/\1+\2/p')
+	printf '%-4s %-12s %10s %10s %8s %10s %8s %6s\n' "$r" curl_multi "$cm_rate" "$cm_s" "$((cm_err))" - 1.00 "$(bench_load)"
+	echo "$r curl_multi $cm_rate" >>"$res"
+
+	line=$("$BENCH_ROOT/bench/sequential" "$mock_url" "$seq_n" "s$r$$" || true)
+	sq_rate=$(echo "$line" | sed -n 's/.* = \([0-9]*\) req\/s.*/\1/p')
+	sq_s=$(echo "$line" | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
+	sq_err=$(echo "$line" | sed -n 's/.*other \([0-9]*\), errors \([0-9]*\).*/\1+\2/p')
+	printf '%-4s %-12s %10s %10s %8s %10s %8.2f %6s\n' "$r" sequential "$sq_rate" "$sq_s" "$((sq_err))" - \
+		"$(echo "$sq_rate $cm_rate" | awk '{print $1 / $2}')" "$(bench_load)"
+	echo "$r sequential $sq_rate" >>"$res"
+
+	for c in $configs; do
+		curl -s -X POST "$mock_url/_mock/reset" >/dev/null
+		read -r secs rate errs cpu <<<"$(worker_run "${c%%:*}" "${c##*:}")"
+		printf '%-4s %-12s %10s %10s %8s %10s %8.2f %6s\n' "$r" "worker $c" "$rate" "$secs" "$errs" "$cpu" \
+			"$(echo "$rate $cm_rate" | awk '{print $1 / $2}')" "$(bench_load)"
+		bench_top_statements | sed 's/^/    /'
+		echo "$r worker_$c $rate $(echo "$rate $cm_rate" | awk '{print $1 / $2}') $errs" >>"$res"
+	done
+done
+
+echo
+echo "medians over $runs runs (ratio: worker / curl_multi of the same run):"
+printf '%-16s %10s %8s %8s\n' client rate/s ratio errors
+for client in wrk curl_multi sequential $(for c in $configs; do echo "worker_$c"; done); do
+	rate=$(awk -v c="$client" '$2 == c {print $3}' "$res" | median)
+	ratio=$(awk -v c="$client" '$2 == c {print (NF >= 4 ? $4 : 1)}' "$res" | median)
+	errs=$(awk -v c="$client" '$2 == c && NF >= 5 {s += $5} END {print s + 0}' "$res")
+	printf '%-16s %10.0f %8.2f %8s\n' "$client" "$rate" "$ratio" "$errs"
 done
