@@ -3,6 +3,11 @@
 #   make && make install           build and install the extension
 #   make installcheck              pg_regress + isolation + TAP on throw-away instances
 #   make -C test / make -C ingest  the mock Unipile server and the webhook ingest
+#   make SANITIZE=1                the extension, the mock and the ingest built
+#                                  with AddressSanitizer + UndefinedBehaviorSanitizer
+#                                  (make clean first; scripts/test-sanitize.sh runs
+#                                  the whole suite that way)
+#   make fuzz                      the libFuzzer harnesses (clang; scripts/fuzz.sh)
 #
 # Under PGXS only `make install && make installcheck` works (not `make check`):
 # pg_regress and the isolation tester start their own temporary instance
@@ -19,6 +24,14 @@ DATA = $(wildcard sam_ext--*.sql)
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 PG_CPPFLAGS = -I$(srcdir)/src
 SHLIB_LINK = -lcurl
+
+# SANITIZE=1 (also seen by the helpers' Makefiles): ASan + UBSan.  A server
+# that loads this build needs the ASan runtime preloaded (scripts/test-sanitize.sh).
+SANITIZE_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ifdef SANITIZE
+PG_CFLAGS += $(SANITIZE_FLAGS)
+SHLIB_LINK += $(SANITIZE_FLAGS)
+endif
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
 REGRESS_OPTS = --temp-config=$(srcdir)/regress.conf --temp-instance=$(CURDIR)/tmp_check --inputdir=$(srcdir)
@@ -44,3 +57,14 @@ clean: clean-helpers
 clean-helpers:
 	-$(MAKE) -C test clean
 	-if [ -f ingest/Makefile ]; then $(MAKE) -C ingest clean; fi
+	-$(MAKE) -C fuzz clean
+
+# The libFuzzer harnesses (fuzz/Makefile; run them with scripts/fuzz.sh).
+.PHONY: fuzz sanitize
+fuzz:
+	$(MAKE) -C fuzz
+
+# A sanitizer build from scratch of the extension, the mock and the ingest.
+sanitize:
+	$(MAKE) clean
+	$(MAKE) SANITIZE=1
