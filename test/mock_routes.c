@@ -135,6 +135,8 @@ typedef struct Fault
 	bool		drop;
 	bool		garbage;
 	bool		html;
+	bool		after;			/* the request takes effect, then its answer
+								 * is replaced by the fault's */
 	int64_t		count;			/* remaining; -1 forever */
 	uint64_t	applied;
 } Fault;
@@ -1904,13 +1906,17 @@ handle_api_locked(const MockRequest *req, Reply *r, int64_t now)
 	if (f)
 	{
 		faulted = true;
-		if (apply_fault(f, r))
+		if (!f->after && apply_fault(f, r))
 		{
 			prune_faults();
 			log_request(req, route, account_id, now, r, true);
 			return;
 		}
-		prune_faults();
+		if (!f->after)
+		{
+			prune_faults();
+			f = NULL;
+		}
 	}
 
 	acc = nonempty(account_id) ? get_account(account_id, false) : NULL;
@@ -1971,6 +1977,17 @@ handle_api_locked(const MockRequest *req, Reply *r, int64_t now)
 				reply_not_found(r, "Route not found.");
 				break;
 		}
+	}
+	if (f)
+	{
+		/* an "after" fault: the request took effect, its answer is lost */
+		json_decref(r->json);
+		r->json = NULL;
+		free(r->raw);
+		r->raw = NULL;
+		r->allow = NULL;
+		(void) apply_fault(f, r);
+		prune_faults();
 	}
 	log_request(req, route, account_id, now, r, faulted);
 }
@@ -2265,20 +2282,24 @@ parse_fault(json_t *o, Reply *r)
 	f->drop = json_is_true(json_object_get(o, "drop"));
 	f->garbage = json_is_true(json_object_get(o, "garbage"));
 	f->html = json_is_true(json_object_get(o, "html"));
+	f->after = json_is_true(json_object_get(o, "after"));
 	if (!f->status && !f->drop && !f->garbage && !f->html && f->delay_ms == 0)
+		goto bad;
+	/* "after" replaces the answer: it needs something to replace it with */
+	if (f->after && !f->status && !f->drop && !f->garbage && !f->html)
 		goto bad;
 	f->id = ++fault_counter;
 	return f;
 bad:
 	fault_free(f);
-	reply_invalid(r, "Invalid fault: need one of status, drop, garbage, html, delay_ms; count >= 1 or -1.");
+	reply_invalid(r, "Invalid fault: need one of status, drop, garbage, html, delay_ms; count >= 1 or -1; \"after\" with status, drop, garbage or html.");
 	return NULL;
 }
 
 static json_t *
 fault_json(const Fault *f)
 {
-	return json_pack("{s:I,s:o,s:o,s:i,s:o,s:o,s:o,s:I,s:b,s:b,s:b,s:I,s:I}",
+	return json_pack("{s:I,s:o,s:o,s:i,s:o,s:o,s:o,s:I,s:b,s:b,s:b,s:b,s:I,s:I}",
 					 "id", (json_int_t) f->id,
 					 "method", str_or_null(f->method),
 					 "path_prefix", str_or_null(f->path_prefix),
@@ -2288,6 +2309,7 @@ fault_json(const Fault *f)
 					 "detail", str_or_null(f->detail),
 					 "delay_ms", (json_int_t) f->delay_ms,
 					 "drop", f->drop, "garbage", f->garbage, "html", f->html,
+					 "after", f->after,
 					 "count", (json_int_t) f->count,
 					 "applied", (json_int_t) f->applied);
 }

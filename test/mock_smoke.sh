@@ -421,6 +421,22 @@ call GET "/api/v1/chats/$NOTE_CHAT/messages"
 expect_status 200 "after clearing faults"
 ctl POST /_mock/faults '{"count":3}'
 err_is 400 errors/invalid_parameters "fault with no effect"
+ctl POST /_mock/faults '{"after":true,"delay_ms":10}'
+err_is 400 errors/invalid_parameters "\"after\" with nothing to replace the answer"
+
+# "after": the request takes effect, then its answer is lost (reset, or a bad answer)
+ctl POST /_mock/faults '{"method":"POST","path_prefix":"/api/v1/users/invite","drop":true,"after":true}'
+curl -sS -o /dev/null -H "X-API-KEY: $KEY" -H 'Content-Type: application/json' \
+    -d '{"provider_id":"ACoAFTER1","account_id":"A"}' "$BASE/api/v1/users/invite" 2>/dev/null
+RC=$?
+[ "$RC" -eq 52 ] || [ "$RC" -eq 56 ] && pass || fail "after+drop fault: curl exit $RC, expected 52/56"
+ctl POST /_mock/faults '{"method":"POST","path_prefix":"/api/v1/users/invite","status":500,"after":true}'
+json POST /api/v1/users/invite '{"provider_id":"ACoAFTER2","account_id":"A"}'
+err_is 500 errors/unexpected_error "after+500: the error is answered"
+ctl GET "/_mock/state?account_id=A"
+check "after: both invitations exist" "{'ACoAFTER1','ACoAFTER2'} <= {i['provider_id'] for i in j['invitations']}"
+json POST /api/v1/users/invite '{"provider_id":"ACoAFTER2","account_id":"A"}'
+err_is 422 errors/already_invited_recently "after: a resend finds the invitation"
 
 # ---- disconnected account and held webhooks ----------------------------------------
 ctl POST /_mock/people '{"provider_id":"ACoERIN","public_identifier":"erin-e","first_name":"Erin","last_name":"E","accept_after_s":10}'
