@@ -6,6 +6,7 @@
 #
 #   sudo scripts/test.sh          on a fresh Debian 12 machine (installs dependencies)
 #   SAM_SKIP_DEPS=1 ...           skip apt-get
+#   SAM_FUZZ_SECONDS=N ...        run each fuzzing harness N s (default 60; 0: skip)
 #
 # PostgreSQL refuses to run as root, so when run as root the server side of the
 # tests runs as the "postgres" user on a copy of the tree it can write.
@@ -65,6 +66,12 @@ suite "pg_regress + isolation + TAP (make installcheck)" \
 suite "mock Unipile smoke test" as_server bash "$work/test/mock_smoke.sh"
 if [ -f "$work/ingest/test/smoke.sh" ]; then
 	suite "ingest smoke test" as_server bash "$work/ingest/test/smoke.sh"
+fi
+
+fuzz_seconds=${SAM_FUZZ_SECONDS:-60}
+if [ "$fuzz_seconds" != 0 ]; then
+	suite "fuzzing, ${fuzz_seconds} s per harness (scripts/fuzz.sh)" \
+		as_server bash "$work/scripts/fuzz.sh" "$fuzz_seconds"
 fi
 
 if [ $failed -gt 0 ]; then
