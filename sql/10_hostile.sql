@@ -47,10 +47,10 @@ SELECT sam.create_campaign('acc-h', 'x', follow_ups => jsonb_build_array(jsonb_b
 SELECT sam.create_campaign('acc-h', E'bad\u0000name');
 
 -- prospects: fields holding SQL, format specifiers and emoji are stored as they are
-SELECT sam.add_prospects(:cid, '[
+SELECT r->>'inserted' AS inserted, r->>'invalid' AS invalid FROM sam.add_prospects(:cid, '[
   {"provider_id": "ACoH1", "first_name": "Robert''); DROP TABLE x;--", "company": "%s%n%x%p", "title": "🚀 CTO 👨‍👩‍👧"},
   {"provider_id": "ACoH2", "first_name": "{company}", "last_name": "}}{{", "company": "$1 $$ :x \\\\"},
-  {"provider_id": "ACoH3", "first_name": "👋🏽🇫🇷", "variables": {"note": "''; SELECT pg_sleep(10); --"}}]') - 'duplicate_rows' - 'prospect_ids' - 'campaign_id';
+  {"provider_id": "ACoH3", "first_name": "👋🏽🇫🇷", "variables": {"note": "''; SELECT pg_sleep(10); --"}}]') r;
 SELECT provider_id, first_name, last_name, company, title, variables FROM sam.prospects WHERE campaign_id = :cid ORDER BY id;
 -- and rendered as plain text: nothing in a value is interpreted
 SELECT p.provider_id, sam.render_template(c.connection_note, sam._prospect_vars(p)) AS note,
