@@ -1,0 +1,387 @@
+# The fault matrix: every Unipile failure the worker can meet, for some or
+# all calls, and the worker or the whole server killed before, during and
+# after a batch's HTTP calls.  Each case ends by comparing the mock's request
+# log and state with the database: every queued action ends done or dead (with
+# its error kept), none is lost, and no person is invited or messaged twice.
+# Also: a clock jump of several days catches up within the caps.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use SamTest;
+use Test::More;
+use Time::HiRes ();
+
+my $max_attempts = 3;
+my $mock = start_mock();
+my $node = new_sam_node('faults', $mock, conf => qq{
+sam.max_attempts = $max_attempts
+sam.http_timeout = '1s'
+});
+mock_call($mock, 'POST', '/_mock/config', { echo_sent_messages => JSON::PP::false });
+
+sub make_account
+{
+	my ($id, %o) = @_;
+	my %args = (working_days => "'{1,2,3,4,5,6,7}'", work_start => "'00:00'", work_end => "'00:00'",
+		spacing_min => "'0'", spacing_max => "'0'", %o);
+	$node->safe_psql('postgres',
+		"SELECT sam.create_account('$id', " . join(', ', map { "$_ => $args{$_}" } sort keys %args) . ")");
+}
+
+# a campaign of n prospects ACo<TAG>1..n; returns (campaign id, provider ids)
+sub make_campaign
+{
+	my ($account, $tag, $n, $steps) = @_;
+	my @ids = map { "ACo\U$tag\E$_" } 1 .. $n;
+	my $st = defined $steps ? "'$steps'" : 'NULL';
+	my $cid = $node->safe_psql('postgres',
+		"SELECT sam.create_campaign('$account', 'c-$account', 'Hello {first_name|there}', $st)->>'campaign_id'");
+	$node->safe_psql('postgres',
+		"SELECT sam.add_prospects($cid, '[" . join(',', map { qq({"provider_id": "$_"}) } @ids) . "]')");
+	return ($cid, @ids);
+}
+
+# until no call of the account is waiting (queued, in flight, failed)
+sub settle
+{
+	my ($account, $what) = @_;
+	return poll_until_ok($node,
+		"SELECT count(*) = 0 FROM sam.outbox WHERE account_id = '$account' AND state IN ('queued', 'in_flight', 'failed')",
+		"$what: every call of the account is final");
+}
+
+sub db_rows
+{
+	my ($sql) = @_;
+	return [ map { [ split /\|/, $_, -1 ] } grep { length } split /\n/, $node->safe_psql('postgres', $sql) ];
+}
+
+# the mock's log of one route for one account: provider id or chat => [statuses]
+sub posts_of
+{
+	my ($account, $re) = @_;
+	my %by;
+	for my $e (@{ mock_log($mock) })
+	{
+		next unless $e->{method} eq 'POST' && $e->{path} =~ $re && ($e->{account_id} // '') eq $account;
+		my $who = ref $e->{body} eq 'HASH' ? ($e->{body}{provider_id} // $e->{body}{text} // '?') : '?';
+		push @{ $by{$who} }, $e->{status};
+	}
+	return \%by;
+}
+
+# The comparison of an invitation case: the mock against the database.
+#   expect: done (every invitation stands) or dead (none does)
+sub check_invitations
+{
+	my ($label, $account, $cid, $expect, @ids) = @_;
+	my $n = scalar @ids;
+	my $rows = db_rows("SELECT p.provider_id, p.status, o.state, coalesce(o.error, ''), coalesce(o.error_type, ''),
+			coalesce(p.last_error, ''), o.attempts
+		  FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id AND o.kind = 'invite'
+		 WHERE p.campaign_id = $cid ORDER BY p.provider_id");
+	is(scalar @$rows, $n, "$label: one invitation row per prospect, none lost, none queued twice");
+	my $state = mock_call($mock, 'GET', "/_mock/state?account_id=$account");
+	my %held;
+	$held{ $_->{provider_id} }++ for @{ $state->{invitations} };
+	my $posts = posts_of($account, qr{^/api/v1/users/invite$});
+	my @bad;
+	for my $r (@$rows)
+	{
+		my ($pid, $pstatus, $ostate, $err, $etype, $perr, $attempts) = @$r;
+		push @bad, "$pid: the mock holds " . ($held{$pid} // 0) . ' invitations' if ($held{$pid} // 0) > 1;
+		push @bad, "$pid: " . scalar(@{ $posts->{$pid} // [] }) . ' POSTs' if @{ $posts->{$pid} // [] } > $max_attempts;
+		if ($expect eq 'done')
+		{
+			push @bad, "$pid: $pstatus/$ostate" unless $ostate eq 'done' && $pstatus eq 'connection_request_sent';
+			push @bad, "$pid: done but no invitation at the mock" unless $held{$pid};
+		}
+		else
+		{
+			push @bad, "$pid: $pstatus/$ostate" unless $ostate eq 'dead' && $pstatus eq 'failed';
+			push @bad, "$pid: dead without its error" unless length($err) && length($etype) && length($perr);
+			push @bad, "$pid: dead but the mock holds an invitation" if $held{$pid};
+			push @bad, "$pid: dead after $attempts attempts" unless $attempts == $max_attempts;
+		}
+	}
+	is(join('; ', @bad), '', "$label: the mock's log and state agree with the database ($expect)");
+}
+
+# ---- invitations: every fault, for some calls (2) or all ----------------------------------
+# "after": the call took effect at LinkedIn and only its answer was lost.
+my @faults = (
+	[ '429',        { status => 429 } ],
+	[ '500',        { status => 500 } ],
+	[ '503',        { status => 503 } ],
+	[ 'html',       { html => JSON::PP::true } ],
+	[ 'garbage',    { garbage => JSON::PP::true } ],
+	[ 'reset',      { drop => JSON::PP::true } ],
+	[ 'slow',       { delay_ms => 1600 } ],
+	[ 'reset_after',   { drop => JSON::PP::true, after => JSON::PP::true } ],
+	[ 'garbage_after', { garbage => JSON::PP::true, after => JSON::PP::true } ],
+	[ 'html_after',    { html => JSON::PP::true, after => JSON::PP::true } ],
+	[ '500_after',     { status => 500, after => JSON::PP::true } ],
+);
+my $case = 0;
+for my $f (@faults)
+{
+	my ($name, $fault) = @$f;
+	for my $scope ('some', 'all')
+	{
+		$case++;
+		my $acct = "acc-inv$case";
+		my $label = "invite, $name, $scope calls";
+		make_account($acct);
+		my ($cid, @ids) = make_campaign($acct, "INV${case}X", 3);
+		mock_call($mock, 'POST', '/_mock/faults', { method => 'POST', path_prefix => '/api/v1/users/invite',
+			count => ($scope eq 'some' ? 2 : -1), %$fault });
+		$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+		settle($acct, $label);
+		mock_call($mock, 'DELETE', '/_mock/faults');
+		# a delay alone or an "after" fault lets the call happen: it is found by the check
+		my $happens = $name eq 'slow' || $name =~ /_after$/;
+		check_invitations($label, $acct, $cid, ($scope eq 'some' || $happens) ? 'done' : 'dead', @ids);
+	}
+}
+
+# ---- the worker killed before, during and after a batch's HTTP calls ---------------------
+sub kill_worker
+{
+	my $pid = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
+	kill 'KILL', $pid;
+	$node->poll_query_until('postgres', "SELECT sam.worker_pid() IS NOT NULL AND sam.worker_pid() <> $pid")
+	  or die 'the worker did not come back';
+}
+
+sub crash_case
+{
+	my ($label, $fault, $crash) = @_;
+	$case++;
+	my $acct = "acc-crash$case";
+	make_account($acct);
+	my ($cid, @ids) = make_campaign($acct, "CRASH${case}X", 5);
+	mock_call($mock, 'POST', '/_mock/faults',
+		{ method => 'POST', path_prefix => '/api/v1/users/invite', count => -1, %$fault });
+	$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+	poll_until_ok($node, "SELECT count(*) = 5 FROM sam.outbox WHERE account_id = '$acct' AND state = 'in_flight'",
+		"$label: five calls committed in flight");
+	$crash->($acct);
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	settle($acct, $label);
+	check_invitations($label, $acct, $cid, 'done', @ids);
+	my $posts = posts_of($acct, qr{^/api/v1/users/invite$});
+	my @twice = grep { (grep { $_ >= 200 && $_ < 300 } @{ $posts->{$_} // [] }) > 1 } @ids;
+	is("@twice", '', "$label: no invitation was accepted twice by the mock");
+}
+
+# before: the calls are out but never reach Unipile (held, then dropped without effect)
+crash_case('SIGKILL before the calls reach Unipile', { delay_ms => 1500, drop => JSON::PP::true }, sub { kill_worker(); });
+
+# during: Unipile has acted, its answers are not back yet
+crash_case('SIGKILL during the calls', { delay_ms => 1500 }, sub { kill_worker(); });
+
+# after: the answers are back, the transaction recording them is held by a row lock
+crash_case('SIGKILL after the answers, before they are recorded', { delay_ms => 1500 }, sub {
+	my ($acct) = @_;
+	my $holder = $node->background_psql('postgres', on_error_stop => 0);
+	$holder->query_safe("BEGIN; SELECT count(*) FROM (SELECT 1 FROM sam.outbox WHERE account_id = '$acct' FOR UPDATE) s;");
+	poll_until_ok($node,
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sam_ext worker' AND wait_event_type = 'Lock'",
+		'after: the worker waits to record the answers');
+	my $ok = grep { $_->{path} eq '/api/v1/users/invite' && ($_->{account_id} // '') eq $acct && $_->{status} == 201 }
+	  @{ mock_log($mock) };
+	is($ok, 5, 'after: the mock answered all five');
+	kill_worker();
+	eval { $holder->quit; };
+});
+
+# ---- immediate shutdown with work queued and in flight -------------------------------------
+{
+	$case++;
+	my $acct = "acc-immediate";
+	make_account($acct, spacing_min => "'20 seconds'", spacing_max => "'20 seconds'");
+	my ($cid, @ids) = make_campaign($acct, 'IMM', 4);
+	mock_call($mock, 'POST', '/_mock/faults',
+		{ method => 'POST', path_prefix => '/api/v1/users/invite', count => -1, delay_ms => 1500 });
+	$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+	poll_until_ok($node,
+		"SELECT count(*) FILTER (WHERE state = 'in_flight') = 1 AND count(*) FILTER (WHERE state = 'queued') = 3"
+		  . " FROM sam.outbox WHERE account_id = '$acct'",
+		'immediate: one call in flight, three queued for later');
+	$node->stop('immediate');
+	$node->start;
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM sam.outbox WHERE account_id = '$acct'"), '4',
+		'immediate: the four calls survived the restart');
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('1 minute')");
+	settle($acct, 'immediate shutdown');
+	check_invitations('immediate shutdown', $acct, $cid, 'done', @ids);
+}
+
+# ---- messages: faults on follow-ups in a known chat ----------------------------------------
+# prospects invited, then connected by a new_relation webhook; FU1 starts the chat (no fault),
+# FU2 goes into it under the fault
+my $steps = '[{"delay": "1 minute", "template": "first for {first_name|you}"}, {"delay": "1 minute", "template": "second"}]';
+sub connected_campaign
+{
+	my ($acct, $tag, $n) = @_;
+	my ($cid, @ids) = make_campaign($acct, $tag, $n, $steps);
+	mock_call($mock, 'POST', '/_mock/relations', { account_id => $acct, provider_id => $_ }) for @ids;
+	$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+	settle($acct, "$tag: invitations");
+	for my $p (@ids)
+	{
+		$node->safe_psql('postgres', qq{SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "$acct", "user_provider_id": "$p"}')});
+	}
+	is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE campaign_id = $cid AND status = 'connected'"),
+		$n, "$tag: connected");
+	return ($cid, @ids);
+}
+
+sub run_follow_ups
+{
+	my $r = json_query($node, 'SELECT sam.process_follow_ups()');
+	die 'process_follow_ups failed: ' . ($r->{error} // '') unless $r->{success};
+	return $r;
+}
+
+# our messages in the mock's chats of the account: provider id => [texts]
+sub chat_texts
+{
+	my ($acct) = @_;
+	my %t;
+	for my $c (@{ mock_call($mock, 'GET', "/_mock/state?account_id=$acct")->{chats} })
+	{
+		my $who = $c->{attendee} // $c->{attendee_provider_id} // '';
+		push @{ $t{$who} }, map { $_->{text} } grep { ($_->{sender_provider_id} // '') ne $who } @{ $c->{messages} };
+	}
+	return \%t;
+}
+
+sub check_messages
+{
+	my ($label, $acct, $cid, $expect, @ids) = @_;
+	my $texts = chat_texts($acct);
+	my $rows = db_rows("SELECT p.provider_id, p.status, p.follow_up_sequence_index, o.state, coalesce(o.error, '')
+		  FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id AND o.idempotency_key = 'message:' || p.id || ':2'
+		 WHERE p.campaign_id = $cid ORDER BY p.provider_id");
+	is(scalar @$rows, scalar @ids, "$label: one FU2 row per prospect");
+	my @bad;
+	for my $r (@$rows)
+	{
+		my ($pid, $pstatus, $index, $ostate, $err) = @$r;
+		my @mine = @{ $texts->{$pid} // [] };
+		my $second = grep { $_ eq 'second' } @mine;
+		push @bad, "$pid: FU2 $second times at the mock" if $second > 1;
+		push @bad, "$pid: FU1 " . scalar(grep { /^first/ } @mine) . ' times' if (grep { /^first/ } @mine) != 1;
+		if ($expect eq 'done')
+		{
+			push @bad, "$pid: $pstatus/$index/$ostate" unless $ostate eq 'done' && $index == 2 && $second == 1;
+		}
+		else
+		{
+			push @bad, "$pid: $pstatus/$index/$ostate" unless $ostate eq 'dead' && $pstatus eq 'failed' && $second == 0 && length $err;
+		}
+	}
+	is(join('; ', @bad), '', "$label: the mock's chats agree with the database ($expect)");
+}
+
+my @message_faults = (
+	[ '429 all',              { status => 429, count => -1 }, 'dead' ],
+	[ '500 all',              { status => 500, count => -1 }, 'dead' ],
+	[ 'html some',            { html => JSON::PP::true, count => 2 }, 'done' ],
+	[ 'reset all',            { drop => JSON::PP::true, count => -1 }, 'dead' ],
+	[ 'slow all',             { delay_ms => 1600, count => -1 }, 'done' ],
+	[ 'reset after, all',     { drop => JSON::PP::true, after => JSON::PP::true, count => -1 }, 'done' ],
+	[ 'garbage after, all',   { garbage => JSON::PP::true, after => JSON::PP::true, count => -1 }, 'done' ],
+);
+my $m = 0;
+for my $f (@message_faults)
+{
+	my ($name, $fault, $expect) = @$f;
+	$m++;
+	my $acct = "acc-msg$m";
+	my $label = "follow-up, $name";
+	make_account($acct);
+	my ($cid, @ids) = connected_campaign($acct, "MSG${m}X", 2);
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('2 minutes')");
+	is(run_follow_ups()->{sent}, 2, "$label: FU1 started both chats");
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('2 minutes')");
+	mock_call($mock, 'POST', '/_mock/faults', { method => 'POST', path_prefix => '/api/v1/chats/', %$fault });
+	run_follow_ups();
+	settle($acct, $label);
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	check_messages($label, $acct, $cid, $expect, @ids);
+}
+
+# ---- a first message whose outcome cannot be checked -----------------------------------------
+# The connection is reset on FU1 (POST /api/v1/chats) and no webhook names the chat, so the
+# outcome can never be checked: it must end dead after sam.max_attempts (README, limitations),
+# with its error, rather than wait (and hold a slot of the daily message cap) for ever.
+{
+	make_account('acc-unknown');
+	my ($cid, @ids) = connected_campaign('acc-unknown', 'UNKNOWN', 1);
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('2 minutes')");
+	mock_call($mock, 'POST', '/_mock/faults', { method => 'POST', path_prefix => '/api/v1/chats', drop => JSON::PP::true, count => -1 });
+	run_follow_ups();
+	# the retries are 0.1 s apart here: a few seconds is plenty; poll, but not for the default 3 minutes
+	my $state = '';
+	my $deadline = time() + 15;
+	while (time() < $deadline)
+	{
+		$state = $node->safe_psql('postgres', "SELECT state FROM sam.outbox WHERE account_id = 'acc-unknown' AND kind = 'start_chat'");
+		last if $state eq 'dead';
+		Time::HiRes::usleep(100_000);
+	}
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	is($state, 'dead', 'first message, reset, chat unknown: dead after sam.max_attempts, not waiting for ever');
+	like($node->safe_psql('postgres', "SELECT coalesce(error, '') FROM sam.outbox WHERE account_id = 'acc-unknown' AND kind = 'start_chat'"),
+		qr/gave up after $max_attempts attempts/, 'with the reason');
+	is(scalar(@{ chat_texts('acc-unknown')->{ $ids[0] } // [] }), 0, 'and no message reached the mock');
+}
+
+# ---- the clock jumps forward several days: jobs catch up within the caps ------------------
+{
+	make_account('acc-jump', daily_invite_cap => 3, daily_message_cap => 2);
+	my ($cid, @ids) = make_campaign('acc-jump', 'JUMP', 12, $steps);
+	is(json_query($node, "SELECT sam.start_campaign($cid)")->{queued}, 3, 'jump: day 1, the daily invitation cap');
+	settle('acc-jump', 'jump: day 1');
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('5 days')");
+	is(json_query($node, 'SELECT sam.process_pending_prospects()')->{queued}, 3,
+		'jump: five days later, one day\'s cap is queued, not five');
+	is(json_query($node, 'SELECT sam.process_pending_prospects()')->{queued}, 0, 'jump: and no more on a second run');
+	settle('acc-jump', 'jump: after the jump');
+	# the six invited accept; after another jump of three days their follow-ups are due together
+	for my $p (@{ db_rows("SELECT provider_id FROM sam.prospects WHERE campaign_id = $cid AND status = 'connection_request_sent'") })
+	{
+		mock_call($mock, 'POST', '/_mock/relations', { account_id => 'acc-jump', provider_id => $p->[0] });
+		$node->safe_psql('postgres', qq{SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-jump", "user_provider_id": "$p->[0]"}')});
+	}
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('3 days')");
+	my $sent = "SELECT count(*) FROM sam.outbox WHERE account_id = 'acc-jump' AND kind IN ('start_chat', 'send_message') AND state = 'done'";
+	run_follow_ups();
+	settle('acc-jump', 'jump: follow-ups');
+	is($node->safe_psql('postgres', $sent), '2', 'jump: six follow-ups due at once, the daily message cap (2) is sent');
+	run_follow_ups();
+	settle('acc-jump', 'jump: follow-ups again');
+	is($node->safe_psql('postgres', $sent), '2', 'jump: a second run sends nothing more that day');
+	is(json_query($node, 'SELECT sam.process_pending_prospects()')->{queued}, 3, 'jump: invitations: that day\'s cap');
+	settle('acc-jump', 'jump: day 9');
+	is($node->safe_psql('postgres', "SELECT max(n) FROM (SELECT date_trunc('day', finished_at), count(*) AS n FROM sam.outbox"
+		  . " WHERE account_id = 'acc-jump' AND kind = 'invite' AND state = 'done' GROUP BY 1) s"), '3',
+		'jump: never more than 3 invitations on one day');
+	is($node->safe_psql('postgres', "SELECT max(n) FROM (SELECT date_trunc('day', finished_at), count(*) AS n FROM sam.outbox"
+		  . " WHERE account_id = 'acc-jump' AND kind IN ('start_chat', 'send_message') AND state = 'done' GROUP BY 1) s"), '2',
+		'jump: never more than 2 messages on one day');
+	my $posts = posts_of('acc-jump', qr{^/api/v1/users/invite$});
+	is(scalar(grep { @{ $posts->{$_} } > 1 } keys %$posts), 0, 'jump: nobody invited twice');
+}
+
+$node->stop;
+$mock->{handle}->kill_kill;
+done_testing();

@@ -1,0 +1,152 @@
+# The ingest loses its database connection mid-request: the request it was
+# serving is answered 503 (so that Unipile delivers it again), the ingest
+# reconnects by itself, and the delivery made again is applied once.  Then a
+# flood of distinct webhooks while the ingest's backends are killed over and
+# over: each event, delivered again until it is answered 200 (as Unipile
+# does), is stored once and applied once.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use File::Temp ();
+use HTTP::Tiny;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use SamTest;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $bin = ($ENV{TESTDIR} // '.') . '/ingest/sam_ingest';
+plan skip_all => 'the ingest is not built' unless -x $bin;
+
+my $mock = start_mock();
+my $node = new_sam_node('ingest_faults', $mock);
+my $http = HTTP::Tiny->new(timeout => 30);
+
+$node->safe_psql('postgres', q{
+CREATE ROLE sam_ingest LOGIN;
+GRANT USAGE ON SCHEMA sam TO sam_ingest;
+GRANT EXECUTE ON FUNCTION sam.ingest_webhook(text, text) TO sam_ingest;
+});
+my $secret = 'whsec-' . int(rand(1e12));
+my ($in, $out, $err) = ('', '', '');
+my $ingest;
+{
+	local $ENV{SAM_INGEST_DATABASE_URL} = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=sam_ingest';
+	local $ENV{SAM_WEBHOOK_SECRET} = $secret;
+	$ingest = IPC::Run::start([ $bin, '--port', '0', '--threads', '4' ], \$in, \$out, \$err);
+	my $deadline = time() + 20;
+	while ($out !~ /listening on [^:]+:(\d+)/ && time() < $deadline) { $ingest->pump_nb; usleep(20_000); }
+	die "ingest did not start: $out $err" unless $out =~ /listening on [^:]+:(\d+)/;
+}
+$out =~ /listening on [^:]+:(\d+)/;
+my $url = "http://127.0.0.1:$1/api/webhooks/unipile";
+
+# prospects invited through the worker and the mock
+$node->safe_psql('postgres', "SELECT sam.create_account('acc-if', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00', spacing_min => '0', spacing_max => '0', daily_invite_cap => 100)");
+my $n = 60;
+my $cid = $node->safe_psql('postgres', "SELECT sam.create_campaign('acc-if', 'ingest faults')->>'campaign_id'");
+$node->safe_psql('postgres', "SELECT sam.add_prospects($cid, '[" . join(',', map { qq({"provider_id": "ACoIF$_"}) } 0 .. $n) . "]')");
+$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+poll_until_ok($node, "SELECT count(*) = $n + 1 FROM sam.prospects WHERE campaign_id = $cid AND status = 'connection_request_sent'",
+	'the prospects are invited');
+
+sub relation { return qq({"event": "new_relation", "account_id": "acc-if", "user_provider_id": "$_[0]"}); }
+
+# the ingest's backends
+my $ingest_backends = "SELECT pid FROM pg_stat_activity WHERE usename = 'sam_ingest'";
+
+# ---- one request, its connection killed while it runs ----------------------------------------
+# a lock held on the prospect keeps the request inside sam.ingest_webhook() until its backend is
+# killed; the ingest makes a call whose connection broke once more on a new one (the function
+# deduplicates), so the backend is killed until the request is answered
+my $holder = $node->background_psql('postgres');
+$holder->query_safe("BEGIN; SELECT count(*) FROM (SELECT 1 FROM sam.prospects WHERE provider_id = 'ACoIF0' FOR UPDATE) s;");
+my $h = IPC::Run::start([ 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', '-H', "Unipile-Auth: $secret",
+	'-H', 'Content-Type: application/json', '--data-binary', relation('ACoIF0'), $url ], \undef, \my $code);
+my $killed = 0;
+my $deadline = time() + 60;
+while ($h->pumpable && time() < $deadline)
+{
+	my $pid = $node->safe_psql('postgres', "$ingest_backends AND wait_event_type = 'Lock' LIMIT 1");
+	if ($pid)
+	{
+		$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+		$killed++;
+	}
+	$h->pump_nb;
+	usleep(20_000);
+}
+$h->finish;
+ok($killed >= 1, "the ingest's backend was killed mid-request ($killed times)");
+is($code, '503', 'the request whose connection was lost is answered 503, so that Unipile delivers it again');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoIF0'"), '0',
+	'nothing of it was kept');
+$holder->query_safe('COMMIT');
+$holder->quit;
+# Unipile delivers it again (through the mock's delivery, with its retries)
+mock_call($mock, 'POST', '/_mock/webhooks/emit', { url => $url, headers => [ { key => 'Unipile-Auth', value => $secret } ],
+	payload => decode_json(relation('ACoIF0')) });
+poll_until_ok($node, "SELECT status = 'connected' FROM sam.prospects WHERE provider_id = 'ACoIF0'",
+	'the delivery made again is applied: the ingest reconnected by itself');
+is($node->safe_psql('postgres', "SELECT count(*) || ' ' || min(status) || ' ' || min(attempts) FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoIF0'"),
+	'1 processed 1', 'stored once, applied once');
+
+# ---- a flood while the ingest's backends are killed over and over ------------------------------
+my @pending = (1 .. $n);
+my %codes;
+my $round = 0;
+while (@pending && $round < 30)
+{
+	$round++;
+	my $dir = File::Temp->newdir;
+	my @curl = ('curl', '-s', '-Z', '--parallel-max', '8');
+	for my $i (@pending)
+	{
+		my $f = "$dir/$i.json";
+		open(my $fh, '>', $f) or die;
+		print $fh relation("ACoIF$i");
+		close $fh;
+		push @curl, '-o', '/dev/null', '-w', "$i %{http_code}\\n", '-X', 'POST', '-H', "Unipile-Auth: $secret",
+		  '-H', 'Content-Type: application/json', '--data-binary', "\@$f", $url, '--next';
+	}
+	pop @curl;
+	my $res = '';
+	my $flood = IPC::Run::start(\@curl, \undef, \$res);
+	# kill the ingest's backends while the flood runs (the first rounds only, so that it ends)
+	while ($flood->pumpable)
+	{
+		if ($round <= 3)
+		{
+			$node->safe_psql('postgres', "SELECT count(pg_terminate_backend(pid)) FROM ($ingest_backends) s");
+		}
+		$flood->pump_nb;
+		usleep(30_000);
+	}
+	$flood->finish;
+	my @again;
+	for my $line (split /\n/, $res)
+	{
+		my ($i, $c) = split / /, $line;
+		$codes{$c}++;
+		push @again, $i if $c ne '200';
+	}
+	@pending = @again;
+}
+is(scalar @pending, 0, "every event was answered 200 in the end ($round rounds)");
+ok(!grep({ $_ ne '200' && $_ ne '503' } keys %codes), 'failures were answered 503 (retried by Unipile), never anything else: '
+	  . join(', ', map { "$_ x$codes{$_}" } sort keys %codes));
+is($node->safe_psql('postgres', "SELECT count(*) || ' ' || count(DISTINCT dedupe_key) || ' ' || max(attempts) FROM sam.webhook_events"
+	  . " WHERE payload->>'user_provider_id' <> 'ACoIF0'"), "$n $n 1", "$n events stored once each, each applied once");
+is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE campaign_id = $cid AND status = 'connected'"),
+	$n + 1, 'every prospect connected');
+
+$ingest->signal('TERM');
+$ingest->finish;
+$node->stop;
+$mock->{handle}->kill_kill;
+done_testing();
