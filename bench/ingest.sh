@@ -42,26 +42,12 @@ make -s -C "$BENCH_ROOT/ingest" >/dev/null
 
 bench_cluster_start "${PG_PORT:-21461}" "sam.unipile_dsn = '$mock_url'" "max_connections = 50"
 bench_mock_start "$mock_port"
-q <<-SQL >/dev/null
-	CREATE ROLE sam_ingest LOGIN;
-	GRANT USAGE ON SCHEMA sam TO sam_ingest;
-	GRANT EXECUTE ON FUNCTION sam.ingest_webhook(text, text) TO sam_ingest;
-	SELECT sam.create_account('bench-account', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00',
-	                          work_end => '00:00', spacing_min => '0', spacing_max => '0');
-SQL
-secret="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-SAM_INGEST_DATABASE_URL="host=$BENCH_DIR port=$BENCH_PGPORT dbname=postgres user=sam_ingest" SAM_WEBHOOK_SECRET="$secret" \
-	"$BENCH_ROOT/ingest/sam_ingest" --port "$ingest_port" --threads "$threads" >"$BENCH_DIR/ingest.out" 2>"$BENCH_DIR/ingest.log" &
-BENCH_PIDS+=($!)
-INGEST_PID=$!
-for _ in $(seq 100); do
-	grep -q 'listening on' "$BENCH_DIR/ingest.out" && break
-	sleep 0.1
-done
-grep -q 'listening on' "$BENCH_DIR/ingest.out" || { echo "bench: the ingest did not start" >&2; cat "$BENCH_DIR/ingest.log" >&2; exit 1; }
+q -c "SELECT sam.create_account('bench-account', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00',
+                                work_end => '00:00', spacing_min => '0', spacing_max => '0')" >/dev/null
+bench_ingest_start "$ingest_port"
+secret=$SAM_BENCH_SECRET
 WRK=(wrk)
 [ "$(id -u)" = 0 ] && WRK=(nice -n -10 wrk)
-export SAM_BENCH_SECRET="$secret"
 
 bench_machine
 echo "inputs: wrk -t1 -c$conns -d${secs}s new_relation webhooks (unmatched: stored and applied), sam_ingest --threads $threads,"

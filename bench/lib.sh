@@ -138,6 +138,34 @@ bench_mock_start() {
 	exit 1
 }
 
+# bench_ingest_start PORT: creates the ingest's role (it may only call
+# sam.ingest_webhook), starts ingest/sam_ingest --threads ${THREADS:-4} on
+# PORT with a fresh webhook secret (exported as SAM_BENCH_SECRET, as
+# ingest/test/bench_webhook.lua wants it) and waits until it listens; sets
+# INGEST_PID
+bench_ingest_start() {
+	local port=$1
+	q <<-SQL >/dev/null
+		CREATE ROLE sam_ingest LOGIN;
+		GRANT USAGE ON SCHEMA sam TO sam_ingest;
+		GRANT EXECUTE ON FUNCTION sam.ingest_webhook(text, text) TO sam_ingest;
+	SQL
+	SAM_BENCH_SECRET="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+	export SAM_BENCH_SECRET
+	SAM_INGEST_DATABASE_URL="host=$BENCH_DIR port=$BENCH_PGPORT dbname=postgres user=sam_ingest" \
+		SAM_WEBHOOK_SECRET="$SAM_BENCH_SECRET" \
+		"$BENCH_ROOT/ingest/sam_ingest" --port "$port" --threads "${THREADS:-4}" >"$BENCH_DIR/ingest.out" 2>"$BENCH_DIR/ingest.log" &
+	BENCH_PIDS+=($!)
+	INGEST_PID=$!
+	for _ in $(seq 100); do
+		grep -q 'listening on' "$BENCH_DIR/ingest.out" && return 0
+		sleep 0.1
+	done
+	echo "bench: the ingest did not start" >&2
+	cat "$BENCH_DIR/ingest.log" >&2
+	exit 1
+}
+
 # bench_worker_pid prints the pid of the sam_ext worker
 bench_worker_pid() {
 	q -c "SELECT sam.worker_pid()"

@@ -79,22 +79,10 @@ for r in $(seq "$rounds"); do
 done
 echo "worker: outbox rows not done in the last round: $(q -c "SELECT count(*) FROM sam.outbox WHERE state <> 'done'")"
 
-q <<-SQL >/dev/null
-	CREATE ROLE sam_ingest LOGIN;
-	GRANT USAGE ON SCHEMA sam TO sam_ingest;
-	GRANT EXECUTE ON FUNCTION sam.ingest_webhook(text, text) TO sam_ingest;
-	ALTER ROLE sam_ingest SET synchronous_commit = off;
-SQL
-secret="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-SAM_INGEST_DATABASE_URL="host=$BENCH_DIR port=$BENCH_PGPORT dbname=postgres user=sam_ingest" SAM_WEBHOOK_SECRET="$secret" \
-	"$BENCH_ROOT/ingest/sam_ingest" --port "$ingest_port" --threads 4 >"$BENCH_DIR/ingest.out" 2>/dev/null &
-BENCH_PIDS+=($!)
-ipid=$!
-for _ in $(seq 100); do
-	grep -q 'listening on' "$BENCH_DIR/ingest.out" && break
-	sleep 0.1
-done
-export SAM_BENCH_SECRET="$secret"
+bench_ingest_start "$ingest_port"
+ipid=$INGEST_PID
+q -c "ALTER ROLE sam_ingest SET synchronous_commit = off" >/dev/null
+q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'sam_ingest'" >/dev/null
 sent=0
 r=0
 secs=20
