@@ -138,7 +138,7 @@ for r in $(seq "$runs"); do
 	sq_err=$(echo "$line" | sed -n 's/.*other \([0-9]*\), errors \([0-9]*\).*/\1+\2/p')
 	printf '%-4s %-12s %10s %10s %8s %10s %8.2f %6s\n' "$r" sequential "$sq_rate" "$sq_s" "$((sq_err))" - \
 		"$(echo "$sq_rate $cm_rate" | awk '{print $1 / $2}')" "$(bench_load)"
-	echo "$r sequential $sq_rate" >>"$res"
+	echo "$r sequential $sq_rate $(echo "$sq_rate $cm_rate" | awk '{print $1 / $2}')" >>"$res"
 
 	for c in $configs; do
 		curl -s -X POST "$mock_url/_mock/reset" >/dev/null
@@ -155,7 +155,8 @@ echo "medians over $runs runs (ratio: worker / curl_multi of the same run):"
 printf '%-16s %10s %8s %8s\n' client rate/s ratio errors
 for client in wrk curl_multi sequential $(for c in $configs; do echo "worker_$c"; done); do
 	rate=$(awk -v c="$client" '$2 == c {print $3}' "$res" | median)
-	ratio=$(awk -v c="$client" '$2 == c {print (NF >= 4 ? $4 : 1)}' "$res" | median)
+	ratio=$(awk -v c="$client" '$2 == c && NF >= 4 {print $4}' "$res" | median)
+	[ "$client" = curl_multi ] && ratio=1
 	errs=$(awk -v c="$client" '$2 == c && NF >= 5 {s += $5} END {print s + 0}' "$res")
-	printf '%-16s %10.0f %8.2f %8s\n' "$client" "$rate" "$ratio" "$errs"
+	printf '%-16s %10.0f %8s %8s\n' "$client" "$rate" "$([ "$ratio" = nan ] && echo - || printf '%.2f' "$ratio")" "$errs"
 done
