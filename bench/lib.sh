@@ -37,13 +37,15 @@ as_pg() {
 	fi
 }
 
+# bench_cleanup runs at exit, also after a failure: nothing in it may stop it
+# halfway (set -e applies inside a trap too)
 bench_cleanup() {
 	local pid
 	for pid in "${BENCH_PIDS[@]}"; do
-		kill "$pid" 2>/dev/null
+		kill "$pid" 2>/dev/null || true
 	done
 	if [ -f "$BENCH_DIR/data/postmaster.pid" ]; then
-		as_pg pg_ctl -D "$BENCH_DIR/data" -m immediate -w stop >/dev/null 2>&1
+		as_pg pg_ctl -D "$BENCH_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
 	fi
 	if [ -n "${BENCH_KEEP:-}" ]; then
 		echo "bench: kept $BENCH_DIR" >&2
