@@ -44,6 +44,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS knows nothing of our headers: every object is rebuilt when one
+# changes (a stale object would disagree with the others on the layout of
+# the shared state).
+$(OBJS): $(wildcard $(srcdir)/src/*.h)
+
 # The mock Unipile server and the ingest daemon are plain programs with
 # their own Makefiles; the TAP tests, the demo and the benchmarks use them.
 all: helpers
