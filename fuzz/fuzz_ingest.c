@@ -34,6 +34,7 @@
 #define _GNU_SOURCE				/* memmem */
 #include "sam_ingest.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -92,6 +93,25 @@ input_contains(const char *s)
 	return memmem(input, input_len, s, strlen(s)) != NULL;
 }
 
+/* input_contains_nocase: the same, ignoring ASCII case (header values) */
+static bool
+input_contains_nocase(const char *s)
+{
+	size_t		n = strlen(s);
+	size_t		i,
+				j;
+
+	for (i = 0; i + n <= input_len; i++)
+	{
+		for (j = 0; j < n; j++)
+			if (tolower((unsigned char) input[i + j]) != tolower((unsigned char) s[j]))
+				break;
+		if (j == n)
+			return true;
+	}
+	return false;
+}
+
 /*
  * db_call (stub) checks what the ingest asks and answers what the input's
  * mode says.
@@ -119,8 +139,7 @@ db_call(const char *sql, int nparams, const char *const *values,
 		CHECK(lengths[0] >= 0 && (size_t) lengths[0] <= ingest_config.max_body);
 		CHECK((size_t) lengths[0] <= input_len);
 		CHECK(lengths[0] == 0 || memmem(input, input_len, values[0], lengths[0]) != NULL ||
-			  input_contains("chunked") || input_contains("CHUNKED") ||
-			  input_contains("Chunked"));
+			  input_contains_nocase("chunked"));
 		CHECK(strcmp(values[1], "unipile") == 0 ||
 			  strcmp(values[1], "unipile-connection-accepted") == 0);
 	}
