@@ -145,7 +145,6 @@ CREATE TABLE sam.accounts (
     next_action_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT sam.now(),
     CONSTRAINT accounts_account_id_format CHECK (account_id ~ '^[A-Za-z0-9_.:=-]{1,200}$'),
-    CONSTRAINT accounts_time_zone_valid CHECK (sam._is_valid_time_zone(time_zone)),
     CONSTRAINT accounts_working_days_valid CHECK (cardinality(working_days) BETWEEN 1 AND 7
         AND working_days <@ '{1,2,3,4,5,6,7}'::smallint[]),
     CONSTRAINT accounts_working_hours_order CHECK (work_start < work_end OR work_end = '00:00'),
@@ -157,6 +156,27 @@ CREATE TABLE sam.accounts (
     CONSTRAINT accounts_limit_pause_range CHECK (limit_pause BETWEEN interval '1 minute' AND interval '30 days'),
     CONSTRAINT accounts_status_valid CHECK (status IN ('active', 'paused', 'disconnected'))
 );
+/*
+ * The time zone is checked by a trigger, not a CHECK constraint: a CHECK
+ * runs on every update of the row (the worker updates accounts on every
+ * invitation it records), and looking a name up in pg_timezone_names costs
+ * milliseconds.  The error is the one a CHECK would raise.
+ */
+CREATE FUNCTION sam._accounts_check_time_zone() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT sam._is_valid_time_zone(NEW.time_zone) THEN
+        RAISE EXCEPTION 'new row for relation "accounts" violates check constraint "accounts_time_zone_valid"'
+              USING ERRCODE = 'check_violation', CONSTRAINT = 'accounts_time_zone_valid',
+                    SCHEMA = 'sam', TABLE = 'accounts', COLUMN = 'time_zone',
+                    DETAIL = format('time_zone %s is not a named (IANA) time zone', quote_literal(NEW.time_zone));
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER accounts_time_zone_valid BEFORE INSERT OR UPDATE OF time_zone ON sam.accounts
+    FOR EACH ROW EXECUTE FUNCTION sam._accounts_check_time_zone();
+
 COMMENT ON TABLE sam.accounts IS 'LinkedIn accounts connected through Unipile, with their sending window, caps and spacing';
 COMMENT ON COLUMN sam.accounts.account_id IS 'Unipile account_id';
 COMMENT ON COLUMN sam.accounts.own_provider_id IS 'The account''s own LinkedIn provider id (tells our own messages from the prospect''s)';
@@ -1174,7 +1194,10 @@ BEGIN
      WHERE o.id = ANY (ids) AND o.kind IN ('start_chat', 'send_message') AND NOT o.needs_check
        AND o.state <> 'cancelled' AND p.id = o.prospect_id
        AND (p.status <> 'connected' OR p.follow_up_sequence_index <> (o.context->>'step')::integer - 1);
-    -- an outcome that cannot be checked yet: wait (the webhook of our own message may name the chat)
+    -- an outcome that cannot be checked yet: wait (the webhook of our own message may name the chat);
+    -- the wait counts as an attempt, so that it ends in 'dead' after max_attempts
+    UPDATE sam.outbox o SET attempts = o.attempts + 1
+     WHERE o.id = ANY (ids) AND o.needs_check AND o.state <> 'cancelled' AND sam._check_request(o) IS NULL;
     PERFORM sam._retry(o, 'outcome_unknown', 'waiting for a way to check the earlier attempt', true)
        FROM sam.outbox o
       WHERE o.id = ANY (ids) AND o.needs_check AND o.state <> 'cancelled' AND sam._check_request(o) IS NULL;
@@ -1605,7 +1628,9 @@ BEGIN
                SET state = 'done', finished_at = now_t, updated_at = now_t, response = r.body::jsonb,
                    http_status = r.status, duration_ms = r.ms, error = NULL, error_type = NULL
               FROM r
-             WHERE x.id = r.id AND x.state = 'in_flight' AND x.kind = 'invite' AND NOT x.needs_check
+             WHERE x.id = r.id
+               -- (CASE ...): found by primary key, never through outbox_in_flight_idx
+               AND (CASE WHEN x.state = 'in_flight' THEN true END) AND x.kind = 'invite' AND NOT x.needs_check
             RETURNING x.id, x.prospect_id, x.response
         ), p AS (
             UPDATE sam.prospects p
@@ -1667,13 +1692,16 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sa
 CREATE FUNCTION sam._webhook_dedupe_key(p jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE
-        WHEN p->>'event' = 'new_relation' AND p->>'user_provider_id' IS NOT NULL
-            THEN 'new_relation:' || coalesce(p->>'account_id', '') || ':' || (p->>'user_provider_id')
-        WHEN p->>'event' IN ('message_received', 'message_reaction', 'message_read') AND p->>'message_id' IS NOT NULL
-            THEN (p->>'event') || ':' || coalesce(p->>'account_id', '') || ':' || (p->>'message_id')
-        ELSE 'payload:' || md5(p::text)
-    END
+    -- a key longer than 200 bytes (hostile ids) is hashed, so that it always fits the unique index
+    SELECT CASE WHEN octet_length(k) <= 200 THEN k ELSE 'md5:' || md5(k) END
+      FROM (SELECT CASE
+                WHEN p->>'event' = 'new_relation' AND p->>'user_provider_id' IS NOT NULL
+                    THEN 'new_relation:' || coalesce(p->>'account_id', '') || ':' || (p->>'user_provider_id')
+                WHEN p->>'event' IN ('message_received', 'message_reaction', 'message_read')
+                     AND p->>'message_id' IS NOT NULL
+                    THEN (p->>'event') || ':' || coalesce(p->>'account_id', '') || ':' || (p->>'message_id')
+                ELSE 'payload:' || md5(p::text)
+            END AS k) s
 $$;
 
 /*

@@ -87,3 +87,11 @@ SELECT o.kind, coalesce(p.provider_id, p.public_identifier) AS prospect, o.reque
 SELECT count(*) AS accounts FROM sam.accounts WHERE account_id = 'acc-h';
 SELECT count(*) AS prospects FROM sam.prospects WHERE campaign_id = :cid;
 SELECT to_regclass('sam.prospects') IS NOT NULL AS prospects_table, to_regclass('sam.campaigns') IS NOT NULL AS campaigns_table;
+
+-- a webhook with a 3 KB message id is stored once under a hashed key, and its retry is a duplicate
+SELECT sam.ingest_webhook(jsonb_build_object('event', 'message_received', 'account_id', 'acc-h',
+                                             'message_id', repeat('m', 3000), 'message', 'hi')::text)->>'status' AS first;
+SELECT sam.ingest_webhook(jsonb_build_object('event', 'message_received', 'account_id', 'acc-h',
+                                             'message_id', repeat('m', 3000), 'message', 'hi')::text)->>'duplicate' AS retry;
+SELECT count(*) AS stored, max(octet_length(dedupe_key)) AS key_bytes
+  FROM sam.webhook_events WHERE account_id = 'acc-h' AND event = 'message_received';

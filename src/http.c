@@ -184,6 +184,14 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method));
 	if (strcmp(req->method, "GET") == 0)
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L));
+	else
+
+		/*
+		 * A request that is not idempotent gets a new connection: on a reused
+		 * connection that the peer had closed, libcurl would send it again by
+		 * itself, and a message could reach the prospect twice.
+		 */
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L));
 
 	CURLM_CHECK(curl_multi_add_handle(multi, easy));
 	in_flight++;
