@@ -172,6 +172,7 @@ typedef enum RouteId
 	R_WEBHOOK_DELETE,
 	R_UNKNOWN,
 	R_BAD_METHOD,
+	R_HOOK,						/* POST /hooks/...: a notification receiver */
 	R_COUNT
 } RouteId;
 
@@ -189,7 +190,8 @@ static const char *const route_names[R_COUNT] = {
 	"GET /api/v1/webhooks",
 	"DELETE /api/v1/webhooks/{webhook_id}",
 	"(unknown route)",
-	"(method not allowed)"
+	"(method not allowed)",
+	"POST /hooks/{any}"
 };
 
 /* ---------------------------------------------------------------------
@@ -1847,9 +1849,13 @@ static void
 log_request(const MockRequest *req, RouteId route, const char *account_id,
 			int64_t now, const Reply *r, bool fault)
 {
-	stat_requests++;
-	stat_by_route[route]++;
-	stat_by_status[r->status < 600 ? r->status : 599]++;
+	/* the counters are the Unipile API's; hook receipts are only logged */
+	if (route != R_HOOK)
+	{
+		stat_requests++;
+		stat_by_route[route]++;
+		stat_by_status[r->status < 600 ? r->status : 599]++;
+	}
 	if (g_config.log_enabled)
 	{
 		json_t	   *e = json_object();
@@ -1865,6 +1871,7 @@ log_request(const MockRequest *req, RouteId route, const char *account_id,
 		json_object_set_new(e, "status", json_integer(r->status));
 		json_object_set_new(e, "fault", json_boolean(fault));
 		json_object_set_new(e, "route", json_string(route_names[route]));
+		json_object_set_new(e, "api_key_sent", json_boolean(req->api_key != NULL));
 		s = json_dumps(e, JSON_COMPACT);
 		json_decref(e);
 		if (s)
@@ -2697,6 +2704,42 @@ handle_control_locked(const MockRequest *req, Reply *r)
 	reply_not_found(r, "Unknown control route or method.");
 }
 
+/*
+ * POST /hooks/{any}: stands for a notification receiver such as a Slack
+ * incoming webhook.  Answers 200 "ok" as text (as Slack does); faults whose
+ * path prefix matches apply, so that a test can make the receiver fail.
+ * Every request is logged, with whether it carried an X-API-KEY.
+ */
+static void
+handle_hook_locked(const MockRequest *req, Reply *r, int64_t now)
+{
+	Fault	   *f;
+
+	if (strcmp(req->method, "POST") != 0)
+	{
+		reply_error(r, 405, "errors/method_not_allowed", "Method not allowed",
+					"A hook only takes POST.");
+		r->allow = "POST";
+		log_request(req, R_HOOK, NULL, now, r, false);
+		return;
+	}
+	f = take_fault(req->method, req->path);
+	if (f && apply_fault(f, r))
+	{
+		prune_faults();
+		log_request(req, R_HOOK, NULL, now, r, true);
+		return;
+	}
+	if (f)
+		prune_faults();
+	r->kind = REPLY_RAW;
+	r->status = 200;
+	r->raw = xstrdup("ok");
+	r->raw_len = 2;
+	r->content_type = "text/plain; charset=utf-8";
+	log_request(req, R_HOOK, NULL, now, r, false);
+}
+
 /* Entry point from the HTTP layer: route one complete request. */
 void
 handle_request(const MockRequest *req, Reply *r)
@@ -2714,6 +2757,8 @@ handle_request(const MockRequest *req, Reply *r)
 		handle_api_locked(req, r, now);
 	else if (strncmp(req->path, "/_mock/", 7) == 0)
 		handle_control_locked(req, r);
+	else if (strncmp(req->path, "/hooks/", 7) == 0)
+		handle_hook_locked(req, r, now);
 	else
 		reply_not_found(r, "Route not found.");
 	pthread_mutex_unlock(&g_lock);
