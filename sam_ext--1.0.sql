@@ -244,6 +244,7 @@ CREATE TABLE sam.prospects (
     completed_at timestamptz,
     failed_at timestamptz,
     withdrawn_at timestamptz,
+    anonymised_at timestamptz,
     CONSTRAINT prospects_identified CHECK (provider_id IS NOT NULL OR public_identifier IS NOT NULL),
     CONSTRAINT prospects_variables_object CHECK (jsonb_typeof(variables) = 'object'),
     CONSTRAINT prospects_status_valid CHECK (status IN ('pending', 'connection_request_sent', 'connected',
@@ -261,7 +262,7 @@ COMMENT ON COLUMN sam.prospects.follow_up_due_at IS 'When the next step (accepta
 
 CREATE TABLE sam.outbox (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    account_id text NOT NULL REFERENCES sam.accounts (account_id) ON UPDATE CASCADE,
+    account_id text REFERENCES sam.accounts (account_id) ON UPDATE CASCADE,
     campaign_id bigint,
     prospect_id bigint,
     kind text NOT NULL,
@@ -283,12 +284,14 @@ CREATE TABLE sam.outbox (
     claimed_at timestamptz,
     finished_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT sam.now(),
+    bodies_removed_at timestamptz,
+    CONSTRAINT outbox_account_required CHECK (account_id IS NOT NULL OR kind = 'notify'),
     CONSTRAINT outbox_kind_valid CHECK (kind IN ('resolve_profile', 'invite', 'withdraw_invite',
         'relations_page', 'start_chat', 'send_message', 'notify')),
     CONSTRAINT outbox_state_valid CHECK (state IN ('queued', 'in_flight', 'done', 'failed', 'dead', 'cancelled')),
     CONSTRAINT outbox_attempts_range CHECK (attempts >= 0),
     CONSTRAINT outbox_request_object CHECK (jsonb_typeof(request) = 'object'),
-    CONSTRAINT outbox_idempotency_key UNIQUE (account_id, idempotency_key)
+    CONSTRAINT outbox_idempotency_key UNIQUE NULLS NOT DISTINCT (account_id, idempotency_key)
 );
 CREATE INDEX outbox_due_idx ON sam.outbox (not_before, id) WHERE state IN ('queued', 'failed');
 CREATE INDEX outbox_account_due_idx ON sam.outbox (account_id, not_before) WHERE state IN ('queued', 'failed');
@@ -296,11 +299,13 @@ CREATE INDEX outbox_in_flight_idx ON sam.outbox (claimed_at) WHERE state = 'in_f
 CREATE INDEX outbox_account_kind_idx ON sam.outbox (account_id, kind, not_before);
 CREATE INDEX outbox_prospect_idx ON sam.outbox (prospect_id) WHERE prospect_id IS NOT NULL;
 CREATE INDEX outbox_job_run_idx ON sam.outbox (job_run_id) WHERE job_run_id IS NOT NULL;
+CREATE INDEX outbox_finished_idx ON sam.outbox (finished_at) WHERE state IN ('done', 'dead', 'cancelled');
 COMMENT ON TABLE sam.outbox IS 'Every Unipile call, as a durable row first: queued -> in_flight -> done | failed (retry at not_before) | dead | cancelled';
 COMMENT ON COLUMN sam.outbox.idempotency_key IS 'One action, one row: queuing the same action twice is impossible';
 COMMENT ON COLUMN sam.outbox.needs_check IS 'The outcome of an earlier attempt is unknown (crash, timeout, 5xx): Unipile is asked before anything is sent again';
 COMMENT ON COLUMN sam.outbox.job_run_id IS 'The job run that queued the call and waits for its answer';
 COMMENT ON COLUMN sam.outbox.outcome IS 'What the answer did (for example, acceptances found on a page of relations)';
+COMMENT ON COLUMN sam.outbox.bodies_removed_at IS 'When gdpr_cleanup (or erase_person) removed the request and response bodies';
 COMMENT ON COLUMN sam.outbox.request IS 'The call: {"method", "path", "query": {}, "json": {} | "form": [[name, value], ...]}; the API key is added by the worker only';
 
 CREATE TRIGGER outbox_wake AFTER INSERT OR UPDATE ON sam.outbox
@@ -836,6 +841,8 @@ DECLARE
     ids bigint[] := '{}';
     dups jsonb := '[]';
     bad jsonb := '[]';
+    refused jsonb := '[]';
+    why text;
     other record;
 BEGIN
     IF prospects IS NULL OR jsonb_typeof(prospects) <> 'array' THEN
@@ -850,6 +857,9 @@ BEGIN
     used := sam._campaign_used_variables(c);
     required := sam._campaign_required_variables(c);
 
+    -- taken before the refusal checks: an erasure (SHARE ROW EXCLUSIVE) either
+    -- finished, and its suppression is seen below, or waits for this import
+    LOCK TABLE sam.prospects IN ROW EXCLUSIVE MODE;
     FOR item IN SELECT * FROM jsonb_array_elements(prospects) LOOP
         idx := idx + 1;
         BEGIN
@@ -858,6 +868,11 @@ BEGIN
             bad := bad || jsonb_build_array(jsonb_build_object('index', idx, 'reason', SQLERRM));
             CONTINUE;
         END;
+        why := sam._refusal(n);
+        IF why IS NOT NULL THEN
+            refused := refused || jsonb_build_array(jsonb_build_object('index', idx, 'reason', why));
+            CONTINUE;
+        END IF;
         INSERT INTO sam.prospects (campaign_id, account_id, provider_id, public_identifier, profile_url,
                                    first_name, last_name, company, title, variables)
         VALUES (c.id, c.account_id, n->>'provider_id', n->>'public_identifier', n->>'profile_url',
@@ -882,9 +897,10 @@ BEGIN
     END IF;
     RETURN jsonb_build_object('success', true, 'campaign_id', c.id, 'inserted', inserted,
         'duplicates', jsonb_array_length(dups), 'invalid', jsonb_array_length(bad),
-        'prospect_ids', to_jsonb(ids), 'duplicate_rows', dups, 'invalid_rows', bad);
+        'refused', jsonb_array_length(refused),
+        'prospect_ids', to_jsonb(ids), 'duplicate_rows', dups, 'invalid_rows', bad, 'refused_rows', refused);
 END $$;
-COMMENT ON FUNCTION sam.add_prospects(bigint, jsonb) IS 'Adds prospects in bulk; answers inserted, duplicates and invalid rows with the reason per row';
+COMMENT ON FUNCTION sam.add_prospects(bigint, jsonb) IS 'Adds prospects in bulk; answers inserted, duplicates, invalid and refused (erased or do-not-contact) rows with the reason per row';
 
 ------------------------------------------------------------------------
 -- Queueing connection requests
@@ -1162,10 +1178,10 @@ BEGIN
     LOOP
     SELECT array_agg(s.id) INTO ids FROM (
         SELECT o.id FROM sam.outbox o
-          JOIN sam.accounts x ON x.account_id = o.account_id
+          LEFT JOIN sam.accounts x ON x.account_id = o.account_id
           LEFT JOIN sam.campaigns c ON c.id = o.campaign_id
          WHERE o.state IN ('queued', 'failed') AND o.not_before <= now_t
-           AND x.status = 'active'
+           AND (x.status = 'active' OR o.kind = 'notify')
            AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
            AND (o.kind <> 'invite' OR x.invites_paused_until IS NULL OR x.invites_paused_until <= now_t
                 OR o.needs_check)
@@ -1232,9 +1248,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT ceil(extract(epoch FROM min(o.not_before) - sam.now()) * 1000)::bigint
       FROM sam.outbox o
-      JOIN sam.accounts x ON x.account_id = o.account_id
+      LEFT JOIN sam.accounts x ON x.account_id = o.account_id
       LEFT JOIN sam.campaigns c ON c.id = o.campaign_id
-     WHERE o.state IN ('queued', 'failed') AND x.status = 'active'
+     WHERE o.state IN ('queued', 'failed') AND (x.status = 'active' OR o.kind = 'notify')
        AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
 $$;
 
@@ -1504,6 +1520,18 @@ BEGIN
     IF p_error IS NOT NULL THEN
         PERFORM sam._retry(o, CASE WHEN p_error LIKE 'timeout%' THEN 'timeout' ELSE 'network' END,
                            p_error, sam._is_action(o.kind));
+        RETURN;
+    END IF;
+
+    IF o.kind = 'notify' THEN
+        -- a notification hook: any 2xx delivers; 408, 429 and 5xx are retried; other answers are final
+        IF p_status BETWEEN 200 AND 299 THEN
+            PERFORM sam._notify_delivered(o);
+        ELSIF p_status IN (408, 429) OR p_status >= 500 THEN
+            PERFORM sam._retry(o, 'http_' || p_status, format('HTTP %s from the notification hook', p_status), false);
+        ELSE
+            PERFORM sam._dead(o, 'http_' || p_status, format('HTTP %s from the notification hook', p_status));
+        END IF;
         RETURN;
     END IF;
 
@@ -2745,13 +2773,641 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'SELECT * FROM sam.job_health; SELECT * FROM sam.job_runs WHERE status = ''failed'' ORDER BY id DESC;' END;
     RETURN NEXT;
 
-    SELECT count(*) INTO n FROM sam.outbox WHERE state = 'dead' AND finished_at > sam.now() - interval '7 days';
+    SELECT count(*) INTO n FROM sam.outbox
+     WHERE state = 'dead' AND kind <> 'notify' AND finished_at > sam.now() - interval '7 days';
     "check" := 'no dead Unipile calls'; ok := n = 0;
     detail := n || ' dead in the last 7 days';
     hint := CASE WHEN NOT ok THEN 'SELECT kind, error_type, error, count(*) FROM sam.outbox WHERE state = ''dead'' GROUP BY 1, 2, 3;' END;
     RETURN NEXT;
+
+    SELECT count(*) FILTER (WHERE notified_at IS NULL AND created_at < sam.now() - interval '15 minutes'),
+           count(*) FILTER (WHERE http_state = 'dead' AND created_at > sam.now() - interval '24 hours')
+      INTO n, t FROM sam.notifications;
+    "check" := 'notifications delivered'; ok := n = 0 AND t::bigint = 0;
+    detail := format('%s waiting longer than 15 minutes, %s hook deliveries dead in 24 hours', n, t);
+    hint := CASE WHEN n > 0 THEN 'Schedule sam.check_pending_notifications() (SELECT sam.schedule_jobs();).'
+                 WHEN NOT ok THEN 'The notification URL refused or failed: SELECT error FROM sam.outbox WHERE kind = ''notify'' AND state = ''dead'';' END;
+    RETURN NEXT;
 END $$;
 COMMENT ON FUNCTION sam.doctor() IS 'The seed''s troubleshooting list as rows: check, ok, detail, hint';
+
+------------------------------------------------------------------------
+-- Notifications: events for people, delivered by pg_notify and, where a
+-- hook URL is set, by an HTTP POST the worker makes (kind 'notify')
+------------------------------------------------------------------------
+
+CREATE TABLE sam.notification_hooks (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id text REFERENCES sam.accounts (account_id) ON UPDATE CASCADE ON DELETE CASCADE,
+    url text NOT NULL,
+    events text[],
+    created_at timestamptz NOT NULL DEFAULT sam.now(),
+    CONSTRAINT notification_hooks_scope UNIQUE NULLS NOT DISTINCT (account_id),
+    CONSTRAINT notification_hooks_url_valid CHECK (char_length(url) <= 2000
+        AND url ~* '^https?://[a-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$')
+);
+COMMENT ON TABLE sam.notification_hooks IS 'Where notifications are POSTed: one URL for the workspace (account_id NULL) and one per account; an account''s own hook wins';
+COMMENT ON COLUMN sam.notification_hooks.events IS 'The events sent to this hook (NULL: all)';
+SELECT pg_catalog.pg_extension_config_dump('sam.notification_hooks', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.notification_hooks', 'id'), '');
+
+CREATE TABLE sam.notifications (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event text NOT NULL,
+    account_id text,
+    campaign_id bigint,
+    prospect_id bigint,
+    dedupe_key text NOT NULL,
+    text text NOT NULL,
+    details jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT sam.now(),
+    notified_at timestamptz,
+    http_state text NOT NULL DEFAULT 'pending',
+    http_outbox_id bigint,
+    http_delivered_at timestamptz,
+    http_error text,
+    delivered_via text[] NOT NULL DEFAULT '{}',
+    CONSTRAINT notifications_dedupe_key UNIQUE (dedupe_key),
+    CONSTRAINT notifications_event_valid CHECK (event IN ('connection_accepted', 'prospect_replied',
+        'account_disconnected', 'account_reconnected', 'campaign_completed', 'job_failing', 'delivery_dead')),
+    CONSTRAINT notifications_http_state_valid CHECK (http_state IN ('pending', 'none', 'queued', 'delivered', 'dead'))
+);
+CREATE INDEX notifications_pending_idx ON sam.notifications (id) WHERE notified_at IS NULL;
+CREATE INDEX notifications_prospect_idx ON sam.notifications (prospect_id) WHERE prospect_id IS NOT NULL;
+CREATE INDEX notifications_created_idx ON sam.notifications (created_at);
+COMMENT ON TABLE sam.notifications IS 'Events for people (acceptances, replies, accounts, campaigns, failing jobs, dead calls), each delivered once by sam.check_pending_notifications()';
+COMMENT ON COLUMN sam.notifications.notified_at IS 'When pg_notify(''sam_notifications'', ...) announced it (sent at that transaction''s commit)';
+COMMENT ON COLUMN sam.notifications.http_state IS 'pending (not looked at yet), none (no hook), queued (POST in the outbox), delivered, dead';
+COMMENT ON COLUMN sam.notifications.delivered_via IS 'How it was delivered: notify, http';
+SELECT pg_catalog.pg_extension_config_dump('sam.notifications', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.notifications', 'id'), '');
+
+-- sam._notify: records a notification once (dedupe_key); delivery is check_pending_notifications' job
+CREATE FUNCTION sam._notify(p_event text, p_key text, p_text text, p_account_id text, p_campaign_id bigint,
+                            p_prospect_id bigint, p_details jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO sam.notifications (event, dedupe_key, text, account_id, campaign_id, prospect_id, details)
+    VALUES (p_event, p_key, left(p_text, 3000), p_account_id, p_campaign_id, p_prospect_id, coalesce(p_details, '{}'))
+    ON CONFLICT (dedupe_key) DO NOTHING
+$$;
+
+-- how a prospect is named in a notification
+CREATE FUNCTION sam._prospect_label(p sam.prospects) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(nullif(concat_ws(' ', p.first_name, p.last_name), ''), p.public_identifier, p.provider_id)
+           || coalesce(' (' || p.company || ')', '')
+$$;
+
+CREATE FUNCTION sam._prospect_notify_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cname text;
+BEGIN
+    SELECT c.name INTO cname FROM sam.campaigns c WHERE c.id = NEW.campaign_id;
+    IF NEW.status = 'connected' THEN
+        PERFORM sam._notify('connection_accepted', 'connection_accepted:' || NEW.id,
+            format('%s accepted the connection request (campaign "%s", account %s)',
+                   sam._prospect_label(NEW), cname, NEW.account_id),
+            NEW.account_id, NEW.campaign_id, NEW.id, jsonb_build_object('via', NEW.connected_via));
+    ELSIF NEW.status = 'replied' THEN
+        PERFORM sam._notify('prospect_replied', 'prospect_replied:' || NEW.id,
+            format('%s replied (campaign "%s", account %s)', sam._prospect_label(NEW), cname, NEW.account_id),
+            NEW.account_id, NEW.campaign_id, NEW.id, jsonb_build_object('chat_id', NEW.chat_id));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER prospects_notify AFTER UPDATE OF status ON sam.prospects
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('connected', 'replied'))
+    EXECUTE FUNCTION sam._prospect_notify_trigger();
+
+CREATE FUNCTION sam._account_notify_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k text := NEW.account_id || ':' || extract(epoch FROM coalesce(NEW.status_changed_at, sam.now()))::text;
+BEGIN
+    IF NEW.status = 'disconnected' THEN
+        PERFORM sam._notify('account_disconnected', 'account_disconnected:' || k,
+            format('LinkedIn account %s is disconnected (%s): nothing is sent for it until it is reconnected',
+                   NEW.account_id, coalesce(NEW.status_reason, 'no reason given')),
+            NEW.account_id, NULL, NULL, jsonb_build_object('reason', NEW.status_reason));
+    ELSE
+        PERFORM sam._notify('account_reconnected', 'account_reconnected:' || k,
+            format('LinkedIn account %s is connected again', NEW.account_id), NEW.account_id, NULL, NULL);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER accounts_notify AFTER UPDATE OF status ON sam.accounts
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                       AND (NEW.status = 'disconnected' OR (OLD.status = 'disconnected' AND NEW.status = 'active')))
+    EXECUTE FUNCTION sam._account_notify_trigger();
+
+CREATE FUNCTION sam._campaign_notify_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f record;
+BEGIN
+    SELECT count(*) AS prospects, count(p.connected_at) AS connected, count(p.replied_at) AS replied
+      INTO f FROM sam.prospects p WHERE p.campaign_id = NEW.id;
+    PERFORM sam._notify('campaign_completed', 'campaign_completed:' || NEW.id,
+        format('Campaign "%s" is completed: %s prospects, %s connected, %s replied',
+               NEW.name, f.prospects, f.connected, f.replied),
+        NEW.account_id, NEW.id, NULL,
+        jsonb_build_object('prospects', f.prospects, 'connected', f.connected, 'replied', f.replied));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER campaigns_notify AFTER UPDATE OF status ON sam.campaigns
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status = 'completed')
+    EXECUTE FUNCTION sam._campaign_notify_trigger();
+
+-- a call that gave up: people are told; a notification POST that gave up is marked on its notification
+CREATE FUNCTION sam._outbox_dead_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.kind = 'notify' THEN
+        UPDATE sam.notifications SET http_state = 'dead', http_error = left(NEW.error, 1000)
+         WHERE id = (NEW.context->>'notification_id')::bigint AND http_state = 'queued';
+    ELSE
+        PERFORM sam._notify('delivery_dead', 'delivery_dead:' || NEW.id,
+            format('A Unipile call gave up for good (%s, account %s%s): %s', NEW.kind, NEW.account_id,
+                   coalesce(', prospect ' || NEW.prospect_id, ''), coalesce(NEW.error, NEW.error_type, 'no detail')),
+            NEW.account_id, NEW.campaign_id, NEW.prospect_id,
+            jsonb_build_object('outbox_id', NEW.id, 'kind', NEW.kind, 'error_type', NEW.error_type));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER outbox_dead_notify AFTER UPDATE OF state ON sam.outbox
+    FOR EACH ROW WHEN (NEW.state = 'dead' AND OLD.state IS DISTINCT FROM 'dead')
+    EXECUTE FUNCTION sam._outbox_dead_trigger();
+
+-- a job that starts failing (its previous finished run did not fail): one notification per streak
+CREATE FUNCTION sam._job_run_notify_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (SELECT r.status FROM sam.job_runs r
+         WHERE r.job = NEW.job AND r.id < NEW.id AND r.status IN ('succeeded', 'failed')
+         ORDER BY r.id DESC LIMIT 1) IS DISTINCT FROM 'failed' THEN
+        PERFORM sam._notify('job_failing', 'job_failing:' || NEW.id,
+            format('Job %s failed: %s', NEW.job, coalesce(NEW.error, 'no detail')), NULL, NULL, NULL,
+            jsonb_build_object('job', NEW.job, 'run_id', NEW.id));
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER job_runs_notify AFTER INSERT OR UPDATE OF status ON sam.job_runs
+    FOR EACH ROW WHEN (NEW.status = 'failed')
+    EXECUTE FUNCTION sam._job_run_notify_trigger();
+
+-- sam._check_hook_url: an http(s) URL, or an invalid_parameter_value error naming the field
+CREATE FUNCTION sam._check_hook_url(url text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF url IS NULL OR char_length(url) > 2000 OR url !~* '^https?://[a-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$' THEN
+        PERFORM sam._invalid('url', 'must be an http:// or https:// URL without spaces, at most 2000 characters',
+                             'For example a Slack incoming webhook: https://hooks.slack.com/services/...');
+    END IF;
+    RETURN url;
+END $$;
+
+CREATE FUNCTION sam.set_notification_url(url text, account_id text DEFAULT NULL, events text[] DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text;
+BEGIN
+    IF set_notification_url.account_id IS NOT NULL THEN
+        PERFORM sam._account_or_fail(set_notification_url.account_id);
+    END IF;
+    IF url IS NULL THEN
+        DELETE FROM sam.notification_hooks h WHERE h.account_id IS NOT DISTINCT FROM set_notification_url.account_id;
+        RETURN jsonb_build_object('success', true, 'account_id', set_notification_url.account_id, 'removed', FOUND);
+    END IF;
+    PERFORM sam._check_hook_url(url);
+    SELECT e INTO bad FROM unnest(events) e
+     WHERE e IS NULL OR e NOT IN ('connection_accepted', 'prospect_replied', 'account_disconnected',
+                                  'account_reconnected', 'campaign_completed', 'job_failing', 'delivery_dead')
+     LIMIT 1;
+    IF FOUND THEN
+        PERFORM sam._invalid('events', format('unknown event "%s"', coalesce(bad, 'NULL')),
+            'Events: connection_accepted, prospect_replied, account_disconnected, account_reconnected, campaign_completed, job_failing, delivery_dead.');
+    END IF;
+    INSERT INTO sam.notification_hooks (account_id, url, events)
+    VALUES (set_notification_url.account_id, url, events)
+    ON CONFLICT ON CONSTRAINT notification_hooks_scope DO UPDATE SET url = EXCLUDED.url, events = EXCLUDED.events;
+    -- the URL often holds a token (Slack): the answer names its host only
+    RETURN jsonb_build_object('success', true, 'account_id', set_notification_url.account_id,
+                              'host', substring(url FROM '^https?://([^/:]+)'), 'events', to_jsonb(events));
+END $$;
+COMMENT ON FUNCTION sam.set_notification_url(text, text, text[]) IS 'Sets (or with NULL removes) the URL notifications are POSTed to: the workspace''s (account_id NULL) or an account''s';
+
+-- the hook a notification goes to: the account's own, else the workspace's
+CREATE FUNCTION sam._hook_for(n sam.notifications) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT h.url FROM sam.notification_hooks h
+     WHERE (h.account_id = n.account_id OR h.account_id IS NULL)
+       AND (h.events IS NULL OR n.event = ANY (h.events))
+     ORDER BY h.account_id NULLS LAST
+     LIMIT 1
+$$;
+
+/*
+ * sam._job_check_pending_notifications: every notification not yet
+ * announced is sent with pg_notify on channel sam_notifications (delivered
+ * at commit, so exactly once with the row's notified_at) and, where a hook
+ * applies, queued as an HTTP POST for the worker (retried with backoff).
+ */
+CREATE FUNCTION sam._job_check_pending_notifications() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n sam.notifications;
+    hook text;
+    oid bigint;
+    now_t timestamptz := sam.now();
+    notified integer := 0;
+    queued integer := 0;
+    msg jsonb;
+BEGIN
+    FOR n IN SELECT * FROM sam.notifications x WHERE x.notified_at IS NULL ORDER BY x.id LIMIT 10000
+             FOR UPDATE SKIP LOCKED LOOP
+        msg := jsonb_build_object('id', n.id, 'event', n.event, 'text', left(n.text, 1000), 'account_id', n.account_id,
+                                  'campaign_id', n.campaign_id, 'prospect_id', n.prospect_id, 'at', n.created_at);
+        PERFORM pg_notify('sam_notifications', msg::text);
+        notified := notified + 1;
+        hook := sam._hook_for(n);
+        oid := NULL;
+        IF hook IS NOT NULL THEN
+            INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, context)
+            VALUES (n.account_id, n.campaign_id, n.prospect_id, 'notify', 'notify:' || n.id,
+                    jsonb_build_object('method', 'POST', 'path', hook,
+                                       'json', jsonb_build_object('text', n.text, 'event', n.event, 'id', n.id,
+                                                                  'account_id', n.account_id, 'campaign_id', n.campaign_id,
+                                                                  'prospect_id', n.prospect_id, 'details', n.details,
+                                                                  'at', n.created_at)),
+                    jsonb_build_object('notification_id', n.id))
+            ON CONFLICT ON CONSTRAINT outbox_idempotency_key DO NOTHING
+            RETURNING id INTO oid;
+            queued := queued + 1;
+        END IF;
+        UPDATE sam.notifications SET notified_at = now_t, delivered_via = ARRAY['notify'],
+                                     http_state = CASE WHEN hook IS NULL THEN 'none' ELSE 'queued' END,
+                                     http_outbox_id = oid
+         WHERE id = n.id;
+    END LOOP;
+    RETURN jsonb_build_object('notified', notified, 'http_queued', queued,
+        'pending', (SELECT count(*) FROM sam.notifications WHERE notified_at IS NULL),
+        'http_in_progress', (SELECT count(*) FROM sam.notifications WHERE http_state = 'queued'),
+        'http_delivered_24h', (SELECT count(*) FROM sam.notifications
+                                WHERE http_state = 'delivered' AND http_delivered_at > now_t - interval '24 hours'),
+        'http_dead_24h', (SELECT count(*) FROM sam.notifications
+                           WHERE http_state = 'dead' AND created_at > now_t - interval '24 hours'));
+END $$;
+
+CREATE FUNCTION sam.check_pending_notifications() RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sam._run_job('check-pending-notifications', '_job_check_pending_notifications') $$;
+COMMENT ON FUNCTION sam.check_pending_notifications() IS 'Job (every 5 minutes): announces new notifications with pg_notify on sam_notifications and queues their HTTP POSTs';
+
+-- the answer to a notification POST: any 2xx is delivered (Slack answers "ok" as text)
+CREATE FUNCTION sam._notify_delivered(o sam.outbox) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.outbox SET state = 'done', finished_at = sam.now(), updated_at = sam.now(), error = NULL, error_type = NULL
+     WHERE id = o.id;
+    UPDATE sam.notifications SET http_state = 'delivered', http_delivered_at = sam.now(), http_error = NULL,
+                                 delivered_via = array_append(array_remove(delivered_via, 'http'), 'http')
+     WHERE id = (o.context->>'notification_id')::bigint;
+END $$;
+
+------------------------------------------------------------------------
+-- GDPR: retention, erasure on request, suppression and do-not-contact
+------------------------------------------------------------------------
+
+-- the defaults; sam.retention_settings holds what a DBA changed (sam.set_retention)
+CREATE FUNCTION sam._retention_defaults()
+RETURNS TABLE (kind text, keep interval, minimum interval, description text)
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    VALUES ('prospect_data', interval '365 days', interval '1 day',
+            'Personal data of prospects of campaigns completed longer ago is anonymised'),
+           ('webhook_payloads', interval '30 days', interval '1 day', 'Webhook events received longer ago are deleted'),
+           ('outbox_bodies', interval '30 days', interval '1 day',
+            'Request and response bodies (names, message text) of finished calls are removed'),
+           ('outbox_rows', interval '90 days', interval '8 days',
+            'Finished calls are deleted (at least 8 days: the weekly invitation cap counts them)'),
+           ('notifications', interval '30 days', interval '1 day', 'Delivered notifications are deleted'),
+           ('job_runs', interval '30 days', interval '2 days', 'Job run history is deleted')
+$$;
+
+CREATE TABLE sam.retention_settings (
+    kind text PRIMARY KEY,
+    keep interval NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT sam.now()
+);
+COMMENT ON TABLE sam.retention_settings IS 'Retention periods changed from their defaults (see sam.retention)';
+SELECT pg_catalog.pg_extension_config_dump('sam.retention_settings', '');
+
+CREATE VIEW sam.retention AS
+SELECT d.kind, coalesce(s.keep, d.keep) AS keep, d.keep AS default_keep, d.minimum, d.description
+  FROM sam._retention_defaults() d
+  LEFT JOIN sam.retention_settings s ON s.kind = d.kind;
+COMMENT ON VIEW sam.retention IS 'How long each kind of data is kept before sam.gdpr_cleanup() removes it';
+
+CREATE FUNCTION sam.set_retention(kind text, keep interval) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+BEGIN
+    SELECT * INTO d FROM sam._retention_defaults() x WHERE x.kind = set_retention.kind;
+    IF NOT FOUND THEN
+        PERFORM sam._invalid('kind', format('unknown retention kind "%s"', coalesce(set_retention.kind, 'NULL')),
+            'Kinds: ' || (SELECT string_agg(x.kind, ', ') FROM sam._retention_defaults() x) || '.');
+    END IF;
+    IF keep IS NULL THEN
+        DELETE FROM sam.retention_settings s WHERE s.kind = d.kind;
+        RETURN jsonb_build_object('success', true, 'kind', d.kind, 'keep', d.keep::text, 'default', true);
+    END IF;
+    IF keep < d.minimum OR keep > interval '10 years' THEN
+        PERFORM sam._invalid('keep', format('must be between %s and 10 years for %s', d.minimum, d.kind));
+    END IF;
+    INSERT INTO sam.retention_settings (kind, keep) VALUES (d.kind, keep)
+    ON CONFLICT ON CONSTRAINT retention_settings_pkey DO UPDATE SET keep = EXCLUDED.keep, changed_at = sam.now();
+    RETURN jsonb_build_object('success', true, 'kind', d.kind, 'keep', keep::text, 'default', false);
+END $$;
+COMMENT ON FUNCTION sam.set_retention(text, interval) IS 'Sets how long a kind of data is kept (NULL: back to the default)';
+
+CREATE FUNCTION sam._keep(p_kind text) RETURNS interval
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT r.keep FROM sam.retention r WHERE r.kind = p_kind $$;
+
+/*
+ * sam._job_gdpr_cleanup: removes what is older than its retention period.
+ * Prospects are anonymised, not deleted, so that campaign figures stay.
+ */
+CREATE FUNCTION sam._job_gdpr_cleanup() RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    n_prospects integer;
+    n_webhooks integer;
+    n_bodies integer;
+    n_rows integer;
+    n_notifications integer;
+    n_runs integer;
+BEGIN
+    UPDATE sam.prospects p
+       SET provider_id = NULL, public_identifier = 'anonymised-' || p.id, profile_url = NULL,
+           first_name = NULL, last_name = NULL, company = NULL, title = NULL, variables = '{}',
+           invitation_id = NULL, chat_id = NULL, last_error = NULL, follow_up_due_at = NULL,
+           anonymised_at = now_t, updated_at = now_t
+      FROM sam.campaigns c
+     WHERE c.id = p.campaign_id AND c.status = 'completed'
+       AND c.completed_at < now_t - sam._keep('prospect_data') AND p.anonymised_at IS NULL;
+    GET DIAGNOSTICS n_prospects = ROW_COUNT;
+
+    DELETE FROM sam.webhook_events w
+     WHERE w.received_at < now_t - sam._keep('webhook_payloads') AND w.status <> 'received';
+    GET DIAGNOSTICS n_webhooks = ROW_COUNT;
+
+    DELETE FROM sam.outbox o
+     WHERE o.state IN ('done', 'dead', 'cancelled') AND o.finished_at < now_t - sam._keep('outbox_rows');
+    GET DIAGNOSTICS n_rows = ROW_COUNT;
+
+    UPDATE sam.outbox o SET request = '{}', response = NULL, context = o.context - 'text', bodies_removed_at = now_t
+     WHERE o.state IN ('done', 'dead', 'cancelled') AND o.finished_at < now_t - sam._keep('outbox_bodies')
+       AND o.bodies_removed_at IS NULL;
+    GET DIAGNOSTICS n_bodies = ROW_COUNT;
+
+    DELETE FROM sam.notifications x
+     WHERE x.created_at < now_t - sam._keep('notifications') AND x.notified_at IS NOT NULL AND x.http_state <> 'queued';
+    GET DIAGNOSTICS n_notifications = ROW_COUNT;
+
+    DELETE FROM sam.job_runs r
+     WHERE r.clock_at < now_t - sam._keep('job_runs') AND r.status <> 'running';
+    GET DIAGNOSTICS n_runs = ROW_COUNT;
+
+    RETURN jsonb_build_object('removed', jsonb_build_object(
+        'prospects_anonymised', n_prospects, 'webhook_events', n_webhooks, 'outbox_bodies', n_bodies,
+        'outbox_rows', n_rows, 'notifications', n_notifications, 'job_runs', n_runs),
+        'retention', (SELECT jsonb_object_agg(r.kind, r.keep::text) FROM sam.retention r));
+END $$;
+
+CREATE FUNCTION sam.gdpr_cleanup() RETURNS jsonb
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sam._run_job('gdpr-cleanup', '_job_gdpr_cleanup') $$;
+COMMENT ON FUNCTION sam.gdpr_cleanup() IS 'Job (daily): removes personal data and history older than their retention (sam.retention); answers what it removed per kind';
+
+CREATE TABLE sam.suppressions (
+    hash bytea PRIMARY KEY,
+    reason text NOT NULL DEFAULT 'erased on request',
+    created_at timestamptz NOT NULL DEFAULT sam.now()
+);
+COMMENT ON TABLE sam.suppressions IS 'People erased on request: only a hash of each identifier, so that they are never imported or contacted again';
+SELECT pg_catalog.pg_extension_config_dump('sam.suppressions', '');
+
+-- the suppression hash of an identifier (public identifiers are case-insensitive)
+CREATE FUNCTION sam._identity_hash(identifier text) RETURNS bytea
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $$ SELECT sha256(convert_to('sam_ext:' || identifier, 'UTF8')) $$;
+
+CREATE TABLE sam.do_not_contact (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    identifier text,
+    company text,
+    reason text,
+    created_at timestamptz NOT NULL DEFAULT sam.now(),
+    CONSTRAINT do_not_contact_one_target CHECK ((identifier IS NULL) <> (company IS NULL)),
+    CONSTRAINT do_not_contact_identifier_length CHECK (char_length(identifier) BETWEEN 1 AND 200),
+    CONSTRAINT do_not_contact_company_length CHECK (char_length(company) BETWEEN 1 AND 200),
+    CONSTRAINT do_not_contact_reason_length CHECK (char_length(reason) <= 1000)
+);
+CREATE UNIQUE INDEX do_not_contact_identifier_key ON sam.do_not_contact (identifier) WHERE identifier IS NOT NULL;
+CREATE UNIQUE INDEX do_not_contact_company_key ON sam.do_not_contact (lower(company)) WHERE company IS NOT NULL;
+COMMENT ON TABLE sam.do_not_contact IS 'People (provider id or public identifier) and companies that no campaign of any account may contact';
+SELECT pg_catalog.pg_extension_config_dump('sam.do_not_contact', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sam.do_not_contact', 'id'), '');
+
+/*
+ * sam._person_identifier: a provider id, a public identifier or a profile
+ * URL, as {"kind", "value"}; the kind of a bare word is unknown ("any").
+ */
+CREATE FUNCTION sam._person_identifier(identifier text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    x text := btrim(identifier);
+    m text[];
+BEGIN
+    IF x IS NULL OR x = '' THEN
+        PERFORM sam._invalid('identifier', 'must be a provider id, a public identifier or a profile URL');
+    END IF;
+    IF x ~* 'linkedin\.com/' THEN
+        m := regexp_match(x, '^(?:https?://)?(?:[a-z]{2,3}\.)?(?:www\.)?linkedin\.com/in/([^/?#\s]{1,200})/?(?:[?#].*)?$', 'i');
+        IF m IS NULL THEN
+            PERFORM sam._invalid('identifier', 'must look like https://www.linkedin.com/in/<public-identifier>/');
+        END IF;
+        RETURN jsonb_build_object('kind', 'public_identifier', 'value', lower(m[1]));
+    END IF;
+    IF x !~ '^[^/?#\s]{1,200}$' THEN
+        PERFORM sam._invalid('identifier', 'must be a provider id, a public identifier or a profile URL');
+    END IF;
+    RETURN jsonb_build_object('kind', 'any', 'value', x);
+END $$;
+
+-- why a normalized prospect may not be imported (NULL: it may)
+CREATE FUNCTION sam._refusal(n jsonb) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT 'erased on request: never to be imported or contacted again' FROM sam.suppressions s
+          WHERE s.hash IN (sam._identity_hash(n->>'provider_id'), sam._identity_hash(n->>'public_identifier'))
+          LIMIT 1),
+        (SELECT format('on the do-not-contact list (entry %s%s)', d.id, coalesce(': ' || d.reason, ''))
+           FROM sam.do_not_contact d
+          WHERE d.identifier = n->>'provider_id' OR lower(d.identifier) = n->>'public_identifier'
+             OR lower(d.company) = lower(n->>'company')
+          ORDER BY d.id LIMIT 1))
+$$;
+
+CREATE FUNCTION sam.erase_person(identifier text) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who jsonb := sam._person_identifier(identifier);
+    v text := who->>'value';
+    ids bigint[];
+    keys text[];
+    chats text[];
+    n_prospects integer;
+    n_outbox integer;
+    n_scrubbed integer;
+    n_webhooks integer;
+    n_notifications integer;
+    n_hashes integer;
+BEGIN
+    -- imports of the same person wait, or are seen (see add_prospects)
+    LOCK TABLE sam.prospects IN SHARE ROW EXCLUSIVE MODE;
+    SELECT coalesce(array_agg(p.id), '{}'),
+           coalesce(array_agg(DISTINCT k) FILTER (WHERE k IS NOT NULL), '{}')
+      INTO ids, keys
+      FROM sam.prospects p
+      LEFT JOIN LATERAL unnest(ARRAY[p.provider_id, p.public_identifier]) k ON true
+     WHERE p.public_identifier = lower(v) OR (who->>'kind' = 'any' AND p.provider_id = v);
+    SELECT coalesce(array_agg(DISTINCT p.chat_id) FILTER (WHERE p.chat_id IS NOT NULL), '{}') INTO chats
+      FROM sam.prospects p WHERE p.id = ANY (ids);
+    keys := keys || ARRAY[v, lower(v)];
+
+    -- whatever is queued or finished for them goes; a call already in flight goes out, its answer is dropped
+    DELETE FROM sam.outbox o
+     WHERE o.prospect_id = ANY (ids)
+        OR (o.kind = 'notify' AND (o.context->>'notification_id')::bigint IN
+              (SELECT x.id FROM sam.notifications x WHERE x.prospect_id = ANY (ids)));
+    GET DIAGNOSTICS n_outbox = ROW_COUNT;
+    -- other calls whose bodies name them (pages of relations)
+    UPDATE sam.outbox o SET response = NULL, bodies_removed_at = sam.now()
+     WHERE o.response IS NOT NULL
+       AND EXISTS (SELECT 1 FROM unnest(keys || chats) k WHERE position(k IN o.response::text) > 0);
+    GET DIAGNOSTICS n_scrubbed = ROW_COUNT;
+    DELETE FROM sam.webhook_events w
+     WHERE EXISTS (SELECT 1 FROM unnest(keys || chats) k WHERE position(k IN w.payload::text) > 0);
+    GET DIAGNOSTICS n_webhooks = ROW_COUNT;
+    DELETE FROM sam.notifications x WHERE x.prospect_id = ANY (ids);
+    GET DIAGNOSTICS n_notifications = ROW_COUNT;
+    DELETE FROM sam.prospects p WHERE p.id = ANY (ids);
+    GET DIAGNOSTICS n_prospects = ROW_COUNT;
+
+    INSERT INTO sam.suppressions (hash)
+    SELECT DISTINCT sam._identity_hash(k) FROM unnest(keys) k
+    ON CONFLICT (hash) DO NOTHING;
+    GET DIAGNOSTICS n_hashes = ROW_COUNT;
+
+    RAISE LOG 'sam_ext: erase_person removed % prospects, % calls, % webhook events, % notifications',
+        n_prospects, n_outbox, n_webhooks, n_notifications;
+    RETURN jsonb_build_object('success', true, 'suppressed', true,
+        'removed', jsonb_build_object('prospects', n_prospects, 'outbox', n_outbox, 'outbox_bodies', n_scrubbed,
+                                      'webhook_events', n_webhooks, 'notifications', n_notifications),
+        'suppression_hashes_added', n_hashes);
+END $$;
+COMMENT ON FUNCTION sam.erase_person(text) IS 'GDPR erasure: removes the person''s data everywhere, cancels what is queued for them, and keeps only hashes on the suppression list';
+
+CREATE FUNCTION sam.add_do_not_contact(identifier text DEFAULT NULL, company text DEFAULT NULL, reason text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    who jsonb;
+    v text;
+    co text := nullif(btrim(company), '');
+    entry sam.do_not_contact;
+    stopped bigint[];
+    n_cancelled integer;
+BEGIN
+    IF (identifier IS NULL) = (co IS NULL) THEN
+        PERFORM sam._invalid('identifier', 'give either identifier or company');
+    END IF;
+    IF co IS NOT NULL AND char_length(co) > 200 THEN
+        PERFORM sam._invalid('company', 'longer than 200 characters');
+    END IF;
+    IF char_length(reason) > 1000 THEN
+        PERFORM sam._invalid('reason', 'longer than 1000 characters');
+    END IF;
+    IF identifier IS NOT NULL THEN
+        who := sam._person_identifier(identifier);
+        v := who->>'value';
+        SELECT * INTO entry FROM sam.do_not_contact d WHERE d.identifier = v;
+    ELSE
+        SELECT * INTO entry FROM sam.do_not_contact d WHERE lower(d.company) = lower(co);
+    END IF;
+    IF entry.id IS NULL THEN
+        INSERT INTO sam.do_not_contact (identifier, company, reason) VALUES (v, co, nullif(btrim(reason), ''))
+        RETURNING * INTO entry;
+    END IF;
+
+    LOCK TABLE sam.prospects IN SHARE ROW EXCLUSIVE MODE;
+    -- every campaign of every account: people still in progress stop here
+    WITH s AS (
+        UPDATE sam.prospects p
+           SET status = 'failed', failed_at = sam.now(), updated_at = sam.now(), follow_up_due_at = NULL,
+               last_error = format('do not contact (entry %s%s)', entry.id, coalesce(': ' || entry.reason, ''))
+         WHERE p.status IN ('pending', 'connection_request_sent', 'connected')
+           AND (p.provider_id = v OR p.public_identifier = lower(v) OR lower(p.company) = lower(co))
+        RETURNING p.id)
+    SELECT coalesce(array_agg(s.id), '{}') INTO stopped FROM s;
+    UPDATE sam.outbox o SET state = 'cancelled', finished_at = sam.now(), updated_at = sam.now(),
+                            error = format('do not contact (entry %s)', entry.id)
+     WHERE o.prospect_id = ANY (stopped) AND o.state IN ('queued', 'failed') AND o.kind <> 'notify';
+    GET DIAGNOSTICS n_cancelled = ROW_COUNT;
+    RETURN jsonb_build_object('success', true, 'id', entry.id, 'identifier', entry.identifier,
+                              'company', entry.company, 'prospects_stopped', cardinality(stopped),
+                              'calls_cancelled', n_cancelled);
+END $$;
+COMMENT ON FUNCTION sam.add_do_not_contact(text, text, text) IS 'Adds a person or a company to the do-not-contact list; prospects in progress stop and their queued calls are cancelled';
+
+CREATE FUNCTION sam.remove_do_not_contact(id bigint) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM sam.do_not_contact d WHERE d.id = remove_do_not_contact.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'do-not-contact entry % does not exist', remove_do_not_contact.id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN jsonb_build_object('success', true, 'id', remove_do_not_contact.id,
+                              'note', 'prospects stopped by the entry stay failed');
+END $$;
+COMMENT ON FUNCTION sam.remove_do_not_contact(bigint) IS 'Removes a do-not-contact entry (people it stopped stay stopped)';
 
 ------------------------------------------------------------------------
 -- Views for people
@@ -2815,6 +3471,13 @@ SELECT 'sam_prospects', 'gauge', 'Prospects by status',
        jsonb_build_object('status', status), count(*)
   FROM sam.prospects GROUP BY status
 UNION ALL
+SELECT 'sam_notifications', 'gauge', 'Notifications kept, by event and delivery state of their hook',
+       jsonb_build_object('event', event, 'http_state', http_state), count(*)
+  FROM sam.notifications GROUP BY event, http_state
+UNION ALL
+SELECT 'sam_notifications_pending', 'gauge', 'Notifications not yet announced by check_pending_notifications',
+       '{}'::jsonb, count(*) FROM sam.notifications WHERE notified_at IS NULL
+UNION ALL
 SELECT 'sam_worker_up', 'gauge', '1 when the sam_ext worker is running',
        '{}'::jsonb, CASE WHEN sam.worker_pid() IS NULL THEN 0 ELSE 1 END;
 COMMENT ON VIEW sam.metrics IS 'Figures for monitoring (no personal data, no message text): one row per metric and label set';
@@ -2845,3 +3508,74 @@ REVOKE ALL ON ALL TABLES IN SCHEMA sam FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA sam FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sam FROM PUBLIC;
 REVOKE ALL ON SCHEMA sam FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Roles: four group roles (NOLOGIN) a DBA grants to login roles.
+--   sam_app      the application: accounts, campaigns, prospects, starting,
+--                erasure and do-not-contact, notification URLs
+--   sam_jobs     scheduled jobs (pg_cron or the ingest's cron routes)
+--   sam_ingest   the webhook ingest: sam.ingest_webhook only
+--   sam_monitor  read-only: health, run history, queue figures, metrics
+--                (no secrets, no personal data, no message bodies)
+-- The functions they call are SECURITY DEFINER with a fixed search_path:
+-- no role gets a privilege on a table it writes.  Roles are shared by the
+-- cluster: an existing role of the same name is reused, and DROP EXTENSION
+-- leaves them.
+------------------------------------------------------------------------
+
+DO $roles$
+DECLARE
+    r text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['sam_app', 'sam_jobs', 'sam_ingest', 'sam_monitor'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', r);
+        END IF;
+    END LOOP;
+END $roles$;
+
+/*
+ * Each role's functions, by name (every overload): those that write or read
+ * tables the role has no privilege on become SECURITY DEFINER; all get
+ * EXECUTE for the role.
+ */
+DO $grants$
+DECLARE
+    g record;
+    f regprocedure;
+BEGIN
+    FOR g IN
+        SELECT * FROM (VALUES
+            ('sam_app', true, ARRAY['create_account', 'pause_account', 'resume_account', 'delete_account',
+                                    'create_campaign', 'add_prospects', 'start_campaign', 'send_connection_requests',
+                                    'pause_campaign', 'resume_campaign', 'erase_person', 'add_do_not_contact',
+                                    'remove_do_not_contact', 'set_notification_url', 'is_working_time']),
+            ('sam_app', false, ARRAY['render_template', 'template_variables', 'now', '_retention_defaults']),
+            ('sam_jobs', true, ARRAY['process_pending_prospects', 'execute_scheduled_campaigns', 'process_outbox',
+                                     'check_relations', 'process_follow_ups', 'gdpr_cleanup',
+                                     'check_pending_notifications', 'retry_webhooks']),
+            ('sam_jobs', false, ARRAY['now', 'worker_pid', '_job_catalog', '_cron_jobs']),
+            ('sam_ingest', true, ARRAY['ingest_webhook']),
+            ('sam_monitor', true, ARRAY['doctor', 'metrics_text', '_cron_jobs']),
+            ('sam_monitor', false, ARRAY['now', 'worker_pid', '_job_catalog', '_retention_defaults'])
+        ) AS v(role, definer, fns)
+    LOOP
+        FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                  WHERE p.pronamespace = 'sam'::regnamespace AND p.proname = ANY (g.fns) LOOP
+            IF g.definer THEN
+                EXECUTE pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER', f);
+            END IF;
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f, g.role);
+        END LOOP;
+    END LOOP;
+END $grants$;
+
+GRANT USAGE ON SCHEMA sam TO sam_app, sam_jobs, sam_ingest, sam_monitor;
+-- sam.now() reads the clock (no secret in it)
+GRANT SELECT ON sam.clock TO sam_app, sam_jobs, sam_monitor;
+GRANT SELECT ON sam.accounts, sam.campaigns, sam.prospects, sam.campaign_funnel, sam.queue_status,
+                sam.do_not_contact, sam.notifications, sam.retention TO sam_app;
+GRANT SELECT ON sam.job_runs, sam.job_health TO sam_jobs;
+GRANT SELECT ON sam.job_health, sam.job_runs, sam.queue_status, sam.metrics, sam.campaign_funnel,
+                sam.retention TO sam_monitor;
+

@@ -57,9 +57,9 @@ printf '%-4s %-18s %10s %8s %8s %8s %8s %6s\n' run synchronous_commit webhooks/s
 res="$BENCH_DIR/results"
 : >"$res"
 for sync in on off; do
-	q -c "ALTER ROLE sam_ingest SET synchronous_commit = '$sync'" >/dev/null
+	q -c "ALTER ROLE sam_ingestd SET synchronous_commit = '$sync'" >/dev/null
 	# connections are opened at start: restart the pool by reconnecting (the daemon reconnects on failure)
-	q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'sam_ingest'" >/dev/null
+	q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'sam_ingestd'" >/dev/null
 	SAM_BENCH_RUN="warm-$sync-$$" "${WRK[@]}" -t1 -c"$conns" -d2s -s "$BENCH_ROOT/ingest/test/bench_webhook.lua" \
 		"$ingest_url/api/webhooks/unipile" >/dev/null
 	for r in $(seq "$runs"); do
@@ -72,7 +72,7 @@ for sync in on off; do
 		echo "$sync $rate $p50 $p99" >>"$res"
 	done
 done
-q -c "ALTER ROLE sam_ingest RESET synchronous_commit" >/dev/null
+q -c "ALTER ROLE sam_ingestd RESET synchronous_commit" >/dev/null
 echo
 for sync in on off; do
 	echo "median, synchronous_commit $sync: $(awk -v s=$sync '$1 == s {print $2}' "$res" | median) webhooks/s," \

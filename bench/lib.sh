@@ -148,13 +148,11 @@ bench_mock_start() {
 bench_ingest_start() {
 	local port=$1
 	q <<-SQL >/dev/null
-		CREATE ROLE sam_ingest LOGIN;
-		GRANT USAGE ON SCHEMA sam TO sam_ingest;
-		GRANT EXECUTE ON FUNCTION sam.ingest_webhook(text, text) TO sam_ingest;
+		CREATE ROLE sam_ingestd LOGIN IN ROLE sam_ingest;
 	SQL
 	SAM_BENCH_SECRET="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 	export SAM_BENCH_SECRET
-	SAM_INGEST_DATABASE_URL="host=$BENCH_DIR port=$BENCH_PGPORT dbname=postgres user=sam_ingest" \
+	SAM_INGEST_DATABASE_URL="host=$BENCH_DIR port=$BENCH_PGPORT dbname=postgres user=sam_ingestd" \
 		SAM_WEBHOOK_SECRET="$SAM_BENCH_SECRET" \
 		"$BENCH_ROOT/ingest/sam_ingest" --port "$port" --threads "${THREADS:-4}" >"$BENCH_DIR/ingest.out" 2>"$BENCH_DIR/ingest.log" &
 	BENCH_PIDS+=($!)

@@ -82,7 +82,7 @@ echo "worker: outbox rows not done in the last round: $(q -c "SELECT count(*) FR
 bench_ingest_start "$ingest_port"
 ipid=$INGEST_PID
 q -c "ALTER ROLE sam_ingest SET synchronous_commit = off" >/dev/null
-q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'sam_ingest'" >/dev/null
+q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'sam_ingestd'" >/dev/null
 sent=0
 r=0
 secs=20

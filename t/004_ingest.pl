@@ -25,12 +25,10 @@ my $node = new_sam_node('ingest', $mock);
 my $http = HTTP::Tiny->new(timeout => 10);
 my $json = JSON::PP->new->canonical(1);
 
-# the ingest's role: only the ingest and job functions
+# the ingest's login role: the extension's roles for the ingest, the jobs (cron
+# routes) and monitoring (GET /metrics), nothing else
 $node->safe_psql('postgres', q{
-CREATE ROLE sam_ingest LOGIN;
-GRANT USAGE ON SCHEMA sam TO sam_ingest;
-GRANT EXECUTE ON FUNCTION sam.ingest_webhook(text, text), sam.check_relations(), sam.process_follow_ups(),
-    sam.execute_scheduled_campaigns(), sam.process_pending_prospects(), sam.process_outbox() TO sam_ingest;
+CREATE ROLE sam_ingestd LOGIN IN ROLE sam_ingest, sam_jobs, sam_monitor;
 });
 
 my $webhook_secret = 'whsec-' . int(rand(1e12));
@@ -40,7 +38,7 @@ my $bin = ($ENV{TESTDIR} // '.') . '/ingest/sam_ingest';
 my $ingest;
 sub start_ingest
 {
-	local $ENV{SAM_INGEST_DATABASE_URL} = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=sam_ingest';
+	local $ENV{SAM_INGEST_DATABASE_URL} = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=sam_ingestd';
 	local $ENV{SAM_WEBHOOK_SECRET} = $webhook_secret;
 	local $ENV{SAM_CRON_SECRET} = $cron_secret;
 	$out = '';
@@ -136,7 +134,7 @@ is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider
 like("$st $body", qr/^200 .*"status": "ignored"/, 'an unknown event is stored and ignored');
 
 # ---- the ingest's role ---------------------------------------------------------------
-my ($ret, $o, $e) = $node->psql('postgres', 'SELECT count(*) FROM sam.prospects', extra_params => [ '-U', 'sam_ingest' ]);
+my ($ret, $o, $e) = $node->psql('postgres', 'SELECT count(*) FROM sam.prospects', extra_params => [ '-U', 'sam_ingestd' ]);
 like($e, qr/permission denied/, 'the ingest\'s role cannot read the tables');
 
 # ---- the seed's "Test Commands", verbatim but for host and secret ---------------------
@@ -157,7 +155,8 @@ ok(exists $fu->{$_}, "process-follow-ups answers \"$_\"") for qw(success process
 is(seed_curl('/api/cron/check-relations', 'wrong-secret'), '{"error":"Unauthorized"}', 'a wrong x-cron-secret: {"error":"Unauthorized"}');
 like(seed_curl('/api/cron/process-outbox', $cron_secret), qr/"queue"/, 'process-outbox answers its queue report');
 my $r = $http->request('POST', "$base/api/cron/gdpr-cleanup", { headers => { 'x-cron-secret' => $cron_secret } });
-is($r->{status}, 501, 'a job not built yet answers 501');
+is($r->{status}, 200, 'gdpr-cleanup answers 200');
+like($r->{content}, qr/"removed"/, 'with what it removed');
 
 # ---- the database down, then up ----------------------------------------------------------
 is($http->get("$base/healthz")->{status}, 200, 'healthz: 200 with the database up');
@@ -178,6 +177,37 @@ for (1 .. 50)
 ok($ok, 'database up again: the retried delivery is accepted (the ingest reconnected by itself)');
 is($node->safe_psql('postgres', "SELECT count(*) FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoLATER'"), '1',
 	'nothing lost');
+
+# ---- no secret in what the database shows -------------------------------------------------
+my $secrets = qr/\Q$webhook_secret\E|\Q$cron_secret\E|\Q$mock->{api_key}\E/;
+my $rows = $node->safe_psql('postgres', q{
+SELECT string_agg(t, E'\n') FROM (
+    SELECT row_to_json(r)::text AS t FROM sam.job_runs r
+    UNION ALL SELECT row_to_json(o)::text FROM sam.outbox o
+    UNION ALL SELECT row_to_json(w)::text FROM sam.webhook_events w
+    UNION ALL SELECT row_to_json(n)::text FROM sam.notifications n
+    UNION ALL SELECT row_to_json(d)::text FROM sam.doctor() d
+    UNION ALL SELECT sam.metrics_text()) s});
+cmp_ok(length($rows), '>', 5000, 'job runs, calls, webhook events, notifications, doctor and metrics hold data');
+unlike($rows, $secrets, 'no secret in any of them');
+for my $role ('sam_monitor', 'sam_app', 'sam_ingestd')
+{
+	my $settings = $node->safe_psql('postgres',
+		"SET ROLE $role; SELECT string_agg(name || '=' || coalesce(setting, '') || ' ' || coalesce(reset_val, ''), E'\n') FROM pg_settings");
+	like($settings, qr/sam\.max_attempts=/, "$role sees the sam settings it may");
+	unlike($settings, $secrets, "$role sees no secret in pg_settings");
+	unlike($settings, qr/sam\.unipile_api_key_file=/, "$role does not even see where the key file is");
+}
+unlike($node->safe_psql('postgres', "SELECT string_agg(name || '=' || setting, E'\n') FROM pg_settings"), $secrets,
+	'nor a superuser: the key lives in a file, never in a setting');
+my $activity = $node->safe_psql('postgres',
+	"SELECT count(*) FILTER (WHERE application_name IN ('sam_ext worker', 'sam_ingest')) || E'\n'
+	        || string_agg(coalesce(application_name, '') || ': ' || coalesce(query, ''), E'\n') FROM pg_stat_activity");
+like($activity, qr/^[1-9]/, 'pg_stat_activity shows the worker and the ingest');
+unlike($activity, $secrets, 'with no secret in it');
+# a call that fails on the key (401): its error names the setting, not the key
+my ($ret2, $o2, $e2) = $node->psql('postgres', 'SELECT sam.ingest_webhook(NULL)');
+unlike("$o2$e2", $secrets, 'nor in an error message');
 
 # ---- shutdown and secrets ---------------------------------------------------------------
 $ingest->signal('TERM');

@@ -17,7 +17,7 @@ my $node = new_sam_node('pg_cron', $mock, conf => "cron.use_background_workers =
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_cron');
 $node->safe_psql('postgres', "SELECT cron.schedule('not-sam', '0 0 1 1 *', 'SELECT 1')");
 my $r = json_query($node, q{SELECT sam.schedule_jobs('{"execute-scheduled-campaigns": "* * * * *"}')});
-is(scalar @{ $r->{jobs} }, 6, 'schedule_jobs created the six jobs');
+is(scalar @{ $r->{jobs} }, 8, 'schedule_jobs created the eight jobs');
 
 # pg_cron has minute granularity: wait for the next minute's run
 local $PostgreSQL::Test::Utils::timeout_default = 150;
@@ -31,7 +31,7 @@ ok($node->safe_psql('postgres', "SELECT count(*) > 0 FROM sam.job_runs WHERE job
 	'the same run is in sam.job_runs');
 is($node->safe_psql('postgres', "SELECT scheduled AND NOT late AND runs_24h > 0 FROM sam.job_health WHERE job = 'execute-scheduled-campaigns'"),
 	't', 'sam.job_health shows it scheduled, on time, with runs');
-is(json_query($node, 'SELECT sam.unschedule_jobs()')->{unscheduled}, 6, 'unschedule_jobs removed sam\'s six jobs');
+is(json_query($node, 'SELECT sam.unschedule_jobs()')->{unscheduled}, 8, 'unschedule_jobs removed sam\'s eight jobs');
 is($node->safe_psql('postgres', 'SELECT string_agg(jobname, \',\') FROM cron.job'), 'not-sam', 'and nothing else');
 
 $node->stop;

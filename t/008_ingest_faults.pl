@@ -28,15 +28,13 @@ my $node = new_sam_node('ingest_faults', $mock);
 my $http = HTTP::Tiny->new(timeout => 30);
 
 $node->safe_psql('postgres', q{
-CREATE ROLE sam_ingest LOGIN;
-GRANT USAGE ON SCHEMA sam TO sam_ingest;
-GRANT EXECUTE ON FUNCTION sam.ingest_webhook(text, text) TO sam_ingest;
+CREATE ROLE sam_ingestd LOGIN IN ROLE sam_ingest;
 });
 my $secret = 'whsec-' . int(rand(1e12));
 my ($in, $out, $err) = ('', '', '');
 my $ingest;
 {
-	local $ENV{SAM_INGEST_DATABASE_URL} = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=sam_ingest';
+	local $ENV{SAM_INGEST_DATABASE_URL} = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=sam_ingestd';
 	local $ENV{SAM_WEBHOOK_SECRET} = $secret;
 	$ingest = IPC::Run::start([ $bin, '--port', '0', '--threads', '4' ], \$in, \$out, \$err);
 	my $deadline = time() + 20;
@@ -58,7 +56,7 @@ poll_until_ok($node, "SELECT count(*) = $n + 1 FROM sam.prospects WHERE campaign
 sub relation { return qq({"event": "new_relation", "account_id": "acc-if", "user_provider_id": "$_[0]"}); }
 
 # the ingest's backends
-my $ingest_backends = "SELECT pid FROM pg_stat_activity WHERE usename = 'sam_ingest'";
+my $ingest_backends = "SELECT pid FROM pg_stat_activity WHERE usename = 'sam_ingestd'";
 
 # ---- one request, its connection killed while it runs ----------------------------------------
 # a lock held on the prospect keeps the request inside sam.ingest_webhook() until its backend is
