@@ -159,13 +159,17 @@ psql_q -At -c "SELECT 'start_campaign: ' || ((sam.start_campaign($cid) - 'campai
 drain() {
 	# wait until the worker has made every call that is due now
 	for _ in $(seq 400); do
-		n=$(psql_v "SELECT count(*) FROM sam.outbox o JOIN sam.accounts a USING (account_id)
-		             WHERE a.status = 'active' AND (o.state = 'in_flight' OR (o.state IN ('queued', 'failed') AND o.not_before <= sam.now()))")
+		n=$(psql_v "SELECT count(*) FROM sam.outbox o LEFT JOIN sam.accounts a USING (account_id)
+		             WHERE (a.status = 'active' OR o.kind = 'notify')
+		               AND (o.state = 'in_flight' OR (o.state IN ('queued', 'failed') AND o.not_before <= sam.now()))")
 		[ "$n" = 0 ] && return 0
 		sleep 0.05
 	done
 	echo "   (the worker is still busy)"
 }
+
+# notifications go to the mock's hook receiver, as they would to a Slack incoming webhook
+psql_v "SELECT sam.set_notification_url('http://127.0.0.1:$mockport/hooks/demo-slack')" >/dev/null
 
 echo
 echo "== $days simulated days; the jobs run on the seed's schedules (UTC)"
@@ -179,6 +183,9 @@ for day in $(seq 0 $((days - 1))); do
 		if [ $utc_hour = 9 ] || [ $utc_hour = 21 ]; then
 			check=(-c "SELECT sam.check_relations()")                       # 0 9 * * *, 0 21 * * *
 		fi
+		if [ $utc_hour = 3 ]; then
+			check+=(-c "SELECT sam.gdpr_cleanup()")                         # daily
+		fi
 		mock POST /_mock/clock "{\"now_ms\": ${now_epoch}000}"
 		# one psql, one transaction per -c: each job sees the clock committed
 		psql_q -At -o /dev/null \
@@ -187,7 +194,8 @@ for day in $(seq 0 $((days - 1))); do
 			-c "SELECT sam.process_pending_prospects()" \
 			"${check[@]}" \
 			-c "SELECT sam.process_follow_ups()" \
-			-c "SELECT sam.process_outbox()"
+			-c "SELECT sam.process_outbox()" \
+			-c "SELECT sam.check_pending_notifications()"
 		drain
 	done
 	d0="to_timestamp($start_epoch + $day * 86400 - 8 * 3600)"
@@ -224,6 +232,9 @@ psql_q -c "SELECT 'FU' || (context->>'step') AS step, count(*) AS sent FROM sam.
             WHERE campaign_id = $cid AND kind IN ('start_chat', 'send_message') AND state = 'done' GROUP BY 1 ORDER BY 1"
 echo "== webhooks received by the ingest"
 psql_q -c "SELECT event, status, count(*) FROM sam.webhook_events GROUP BY 1, 2 ORDER BY 1, 2"
+echo "== notifications (pg_notify on sam_notifications, and POSTed to the hook)"
+psql_q -c "SELECT event, http_state, count(*) FROM sam.notifications GROUP BY 1, 2 ORDER BY 1, 2"
+psql_q -c "SELECT text FROM sam.notifications ORDER BY id LIMIT 3"
 echo "== Unipile calls made by the worker"
 psql_q -c "SELECT kind, state, count(*) FROM sam.outbox GROUP BY 1, 2 ORDER BY 1, 2"
 calls=$(curl -s "http://127.0.0.1:$mockport/_mock/stats")
