@@ -1157,7 +1157,7 @@ $$;
  */
 CREATE FUNCTION sam._claim(n integer)
 RETURNS TABLE (id bigint, method text, path text, query_names text[], query_values text[],
-               json_body text, form_names text[], form_values text[])
+               json_body text, form_names text[], form_values text[], fresh_connection boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1226,7 +1226,10 @@ BEGIN
         RETURNING o.*
     ), r AS (
         SELECT cl.id AS rid,
-               CASE WHEN cl.needs_check THEN sam._check_request(cl) ELSE cl.request END AS req
+               CASE WHEN cl.needs_check THEN sam._check_request(cl) ELSE cl.request END AS req,
+               -- a message sent twice reaches a person twice: never on a reused connection, which
+               -- libcurl would silently use again after a reset (a second invitation is refused)
+               cl.kind IN ('start_chat', 'send_message', 'notify') AND NOT cl.needs_check AS fresh
           FROM claimed cl
     )
     SELECT r.rid, r.req->>'method', r.req->>'path',
@@ -1234,7 +1237,8 @@ BEGIN
            ARRAY(SELECT e.value FROM jsonb_each_text(coalesce(r.req->'query', '{}')) e ORDER BY e.key),
            (r.req->'json')::text,
            ARRAY(SELECT f->>0 FROM jsonb_array_elements(coalesce(r.req->'form', '[]')) f),
-           ARRAY(SELECT f->>1 FROM jsonb_array_elements(coalesce(r.req->'form', '[]')) f)
+           ARRAY(SELECT f->>1 FROM jsonb_array_elements(coalesce(r.req->'form', '[]')) f),
+           r.fresh
       FROM r
      ORDER BY r.rid;
     GET DIAGNOSTICS returned = ROW_COUNT;

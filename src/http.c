@@ -111,6 +111,36 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /*
+ * read_callback hands libcurl the JSON body.  The body is given this way,
+ * and not as CURLOPT_POSTFIELDS, so that it cannot be sent twice: on a
+ * reused connection that dies before an answer, libcurl sends the request
+ * again by itself, which it can only do by rewinding the body, and
+ * seek_callback refuses that once any of it was read.  The transfer then
+ * fails, and the worker checks the outcome with Unipile before anything is
+ * sent again.
+ */
+static size_t
+read_callback(char *buffer, size_t size, size_t nitems, void *userp)
+{
+	SamHttpRequest *req = (SamHttpRequest *) userp;
+	size_t		n = Min(size * nitems, req->body_len - req->body_read);
+
+	memcpy(buffer, req->json_body + req->body_read, n);
+	req->body_read += n;
+	return n;
+}
+
+static int
+seek_callback(void *userp, curl_off_t offset, int origin)
+{
+	SamHttpRequest *req = (SamHttpRequest *) userp;
+
+	if (origin == SEEK_SET && offset == 0 && req->body_read == 0)
+		return CURL_SEEKFUNC_OK;
+	return CURL_SEEKFUNC_FAIL;
+}
+
+/*
  * sam_http_start sets up a libcurl easy handle for the request and adds it
  * to the multi handle; the transfer makes progress in sam_http_drive.
  */
@@ -173,8 +203,14 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	else if (req->json_body)
 	{
 		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, (long) strlen(req->json_body)));
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->json_body));
+		req->body_len = strlen(req->json_body);
+		req->body_read = 0;
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POST, 1L));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_callback));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_READDATA, req));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, seek_callback));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_SEEKDATA, req));
 	}
 	if (req->headers == NULL)
 		ereport(ERROR,
@@ -184,14 +220,20 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method));
 	if (strcmp(req->method, "GET") == 0)
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L));
-	else
 
-		/*
-		 * A request that is not idempotent gets a new connection: on a reused
-		 * connection that the peer had closed, libcurl would send it again by
-		 * itself, and a message could reach the prospect twice.
-		 */
+	/*
+	 * A message (a multipart body, which libcurl can always rewind, or a
+	 * notification) gets a connection of its own, closed after it: on a
+	 * reused connection that the peer reset after acting, libcurl would send
+	 * it again by itself.  JSON bodies cannot be resent (read_callback), and
+	 * messages are few (daily caps), so the pool stays for everything else.
+	 */
+	if (req->fresh_connection)
+	{
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L));
+		/* and closed after it: it must not pile up in the connection cache */
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L));
+	}
 
 	CURLM_CHECK(curl_multi_add_handle(multi, easy));
 	in_flight++;

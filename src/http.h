@@ -24,7 +24,10 @@ typedef struct SamHttpRequest
 	char	   *method;
 	char	   *url;
 	bool		external;		/* not Unipile (a notification hook): no API key */
+	bool		fresh_connection;	/* never on a reused connection (messages) */
 	char	   *json_body;		/* NULL when none */
+	size_t		body_len;		/* its length, and how much libcurl has read */
+	size_t		body_read;
 	int			nform;			/* multipart/form-data fields, when > 0 */
 	char	  **form_names;
 	char	  **form_values;

@@ -228,7 +228,8 @@ claim_and_start(int max_rows)
 	args[0] = Int32GetDatum(max_rows);
 	sam_begin_tx("sam_ext: claiming outbox rows");
 	ret = SPI_execute_with_args("SELECT id, method, path, query_names, query_values, "
-								"json_body, form_names, form_values FROM sam._claim($1)",
+								"json_body, form_names, form_values, fresh_connection "
+								"FROM sam._claim($1)",
 								1, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "sam._claim failed: %d", ret);
@@ -262,6 +263,8 @@ claim_and_start(int max_rows)
 		req->form_values = text_array_to_cstrings(d, isnull, &nfv, req->cxt);
 		if (nfv < req->nform)
 			req->nform = nfv;
+		d = SPI_getbinval(tup, desc, 9, &isnull);
+		req->fresh_connection = !isnull && DatumGetBool(d);
 		/* the list must outlive SPI_finish: keep it in the worker's context */
 		MemoryContextSwitchTo(requests_cxt);
 		reqs = lappend(reqs, req);

@@ -100,6 +100,17 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM sam.notifications WHERE ev
 	'0', 'a dead notification is not itself notified');
 mock_call($mock, 'DELETE', '/_mock/faults');
 
+# ---- many POSTs, each on a connection of its own, closed after it ------------------------
+$node->safe_psql('postgres',
+	"SELECT sam._notify('job_failing', 'bulk:' || i, 'bulk ' || i, NULL, NULL, NULL) FROM generate_series(1, 300) i");
+$r = json_query($node, 'SELECT sam.check_pending_notifications()');
+is($r->{http_queued}, 300, '300 POSTs queued');
+poll_until_ok($node, "SELECT count(*) = 300 FROM sam.notifications WHERE dedupe_key LIKE 'bulk:%' AND http_state = 'delivered'",
+	'all delivered');
+my $pid = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
+my $sockets = grep { (readlink($_) // '') =~ /^socket:/ } glob("/proc/$pid/fd/*");
+cmp_ok($sockets, '<', 40, "the worker holds $sockets sockets afterwards: the connections were closed, not cached");
+
 # ---- no key in any log ---------------------------------------------------------------
 # (the test's own statements are logged, log_statement = all: only the others count)
 my $log = join('', grep { !/ statement: / } split(/^/m, slurp_file($node->logfile)));
