@@ -47,6 +47,10 @@ CREATE FUNCTION sam.render_template(template text, vars jsonb) RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_render_template';
 COMMENT ON FUNCTION sam.render_template(text, jsonb) IS 'Renders {variable} and {variable|fallback} from a jsonb object; values are inserted as plain text';
 
+-- {rendered text, NULL} or {NULL, error message}: renders a batch in one statement, no subtransaction per row
+CREATE FUNCTION sam._try_render(template text, vars jsonb) RETURNS text[]
+LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_try_render';
+
 CREATE FUNCTION sam.template_variables(template text) RETURNS jsonb
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_template_variables';
 COMMENT ON FUNCTION sam.template_variables(text) IS 'Parses a template: its variables with their fallbacks and the length of its literal text';
@@ -923,6 +927,15 @@ $$;
  * spaced by the account's random spacing.  Prospects known only by public
  * identifier get a profile lookup first; its answer queues their invitation.
  * Returns what it did and, when it queued less than it could, why.
+ *
+ * Set-based (bench/due_work.sh): the account is locked first, the caps are
+ * counted after (a statement of their own, so they see every invitation
+ * committed before the lock), the prospects are locked in id order, and one
+ * statement renders the notes, queues the calls, fails the prospects whose
+ * note does not render or is too long, and moves the account's next action
+ * time.  The k-th invitation goes at the account's next action time plus
+ * k-1 random spacings; a profile lookup goes at the time of the invitation
+ * after it and uses no spacing of its own.
  */
 CREATE FUNCTION sam._queue_invites(p_campaign_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -932,17 +945,12 @@ DECLARE
     a sam.accounts;
     now_t timestamptz := sam.now();
     remaining integer;
-    t timestamptz;
-    p sam.prospects;
-    note text;
     queued integer := 0;
     resolving integer := 0;
     failed integer := 0;
     reason text;
     next_window timestamptz;
-    key text;
-    req jsonb;
-    new_id bigint;
+    ids bigint[];
     left_pending integer;
 BEGIN
     SELECT * INTO c FROM sam.campaigns WHERE id = p_campaign_id;
@@ -969,63 +977,82 @@ BEGIN
     END IF;
 
     IF reason IS NULL THEN
-        t := greatest(now_t, coalesce(a.next_action_at, now_t));
-        FOR p IN
-            SELECT * FROM sam.prospects x
-             WHERE x.campaign_id = c.id AND x.status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM sam.outbox o
-                                WHERE o.account_id = x.account_id
-                                  AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
-                                  AND o.state IN ('queued', 'in_flight', 'failed', 'done')
-                                  AND (o.kind = 'invite' OR x.provider_id IS NULL))
-             ORDER BY x.id
-             LIMIT remaining
-             FOR UPDATE SKIP LOCKED
-        LOOP
-            IF p.provider_id IS NULL THEN
-                key := 'resolve:' || p.id;
-                req := jsonb_build_object('method', 'GET',
-                    'path', '/api/v1/users/' || sam._url_encode(p.public_identifier),
-                    'query', jsonb_build_object('account_id', a.account_id));
-            ELSE
-                note := NULL;
-                IF c.connection_note IS NOT NULL THEN
-                    BEGIN
-                        note := sam.render_template(c.connection_note, sam._prospect_vars(p));
-                    EXCEPTION WHEN invalid_parameter_value THEN
-                        PERFORM sam._prospect_failed(p.id, 'pending', 'connection note: ' || SQLERRM);
-                        failed := failed + 1;
-                        CONTINUE;
-                    END;
-                    IF char_length(note) > 300 THEN
-                        PERFORM sam._prospect_failed(p.id, 'pending',
-                            format('connection note is %s characters once rendered (limit 300)', char_length(note)));
-                        failed := failed + 1;
-                        CONTINUE;
-                    END IF;
-                END IF;
-                key := 'invite:' || p.id;
-                req := jsonb_build_object('method', 'POST', 'path', '/api/v1/users/invite',
-                    'json', jsonb_strip_nulls(jsonb_build_object('provider_id', p.provider_id,
-                                                                 'account_id', a.account_id,
-                                                                 'message', nullif(note, ''))));
-            END IF;
-            INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before)
-            VALUES (a.account_id, c.id, p.id, CASE WHEN p.provider_id IS NULL THEN 'resolve_profile' ELSE 'invite' END,
-                    key, req, t)
+        SELECT array_agg(s.id ORDER BY s.id) INTO ids
+          FROM (SELECT x.id FROM sam.prospects x
+                 WHERE x.campaign_id = c.id AND x.status = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM sam.outbox o
+                                    WHERE o.account_id = x.account_id
+                                      AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
+                                      AND o.state IN ('queued', 'in_flight', 'failed', 'done')
+                                      AND (o.kind = 'invite' OR x.provider_id IS NULL))
+                 ORDER BY x.id
+                 LIMIT remaining
+                   FOR UPDATE SKIP LOCKED) s;
+
+        WITH p AS MATERIALIZED (
+            SELECT x.id, x.provider_id, x.public_identifier,
+                   CASE WHEN x.provider_id IS NOT NULL AND c.connection_note IS NOT NULL
+                        -- sam._prospect_vars(x), written out: a call per row would cost more than the rest
+                        THEN sam._try_render(c.connection_note, x.variables || jsonb_strip_nulls(jsonb_build_object(
+                                 'first_name', x.first_name, 'last_name', x.last_name,
+                                 'company', x.company, 'title', x.title))) END AS out
+              FROM sam.prospects x
+             WHERE x.id = ANY (ids)
+        ),
+        -- what goes: lookups, and invitations whose note rendered within 300 characters
+        v AS MATERIALIZED (
+            SELECT p.*, p.out[1] AS note,
+                   CASE WHEN p.provider_id IS NOT NULL
+                        THEN a.spacing_min + random() * (a.spacing_max - a.spacing_min)
+                        ELSE interval '0' END AS gap
+              FROM p
+             WHERE p.out[2] IS NULL AND coalesce(char_length(p.out[1]), 0) <= 300
+        ),
+        s AS MATERIALIZED (
+            SELECT v.*, greatest(now_t, coalesce(a.next_action_at, now_t))
+                        + coalesce(sum(v.gap) OVER (ORDER BY v.id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                                   interval '0') AS t
+              FROM v
+        ),
+        ins AS (
+            INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before,
+                                    created_at, updated_at)
+            SELECT a.account_id, c.id, s.id, CASE WHEN s.provider_id IS NULL THEN 'resolve_profile' ELSE 'invite' END,
+                   CASE WHEN s.provider_id IS NULL THEN 'resolve:' ELSE 'invite:' END || s.id,
+                   CASE WHEN s.provider_id IS NULL
+                        THEN jsonb_build_object('method', 'GET',
+                                 'path', '/api/v1/users/' || sam._url_encode(s.public_identifier),
+                                 'query', jsonb_build_object('account_id', a.account_id))
+                        ELSE jsonb_build_object('method', 'POST', 'path', '/api/v1/users/invite',
+                                 'json', jsonb_strip_nulls(jsonb_build_object('provider_id', s.provider_id,
+                                                                              'account_id', a.account_id,
+                                                                              'message', nullif(s.note, '')))) END,
+                   s.t, now_t, now_t
+              FROM s
+             ORDER BY s.id
             ON CONFLICT (account_id, idempotency_key) DO NOTHING
-            RETURNING id INTO new_id;
-            IF new_id IS NOT NULL THEN
-                IF p.provider_id IS NULL THEN
-                    resolving := resolving + 1;
-                ELSE
-                    queued := queued + 1;
-                    t := t + a.spacing_min + random() * (a.spacing_max - a.spacing_min);
-                END IF;
-            END IF;
-            new_id := NULL;
-        END LOOP;
-        UPDATE sam.accounts SET next_action_at = t WHERE account_id = a.account_id AND queued > 0;
+            RETURNING kind, not_before
+        ),
+        failures AS (
+            UPDATE sam.prospects x
+               SET status = 'failed', failed_at = now_t, updated_at = now_t, follow_up_due_at = NULL,
+                   last_error = left(CASE WHEN p.out[2] IS NOT NULL THEN 'connection note: ' || p.out[2]
+                                          ELSE format('connection note is %s characters once rendered (limit 300)',
+                                                      char_length(p.out[1])) END, 1000)
+              FROM p
+             WHERE x.id = p.id AND x.status = 'pending'
+               AND (p.out[2] IS NOT NULL OR char_length(p.out[1]) > 300)
+            RETURNING 1
+        ),
+        moved AS (
+            UPDATE sam.accounts x SET next_action_at = m.t_end
+              FROM (SELECT max(s.t + s.gap) AS t_end FROM s WHERE s.provider_id IS NOT NULL) m
+             WHERE x.account_id = a.account_id AND m.t_end IS NOT NULL
+        )
+        SELECT (SELECT count(*) FROM ins WHERE kind = 'invite') AS queued,
+               (SELECT count(*) FROM ins WHERE kind = 'resolve_profile') AS resolving,
+               (SELECT count(*) FROM failures) AS failed
+          INTO queued, resolving, failed;
     END IF;
 
     SELECT count(*) INTO left_pending FROM sam.prospects x
@@ -1033,7 +1060,8 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = x.account_id
                           AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
                           AND o.state IN ('queued', 'in_flight', 'failed'));
-    RETURN jsonb_strip_nulls(jsonb_build_object('queued', queued, 'resolving', resolving, 'failed', failed,
+    RETURN jsonb_strip_nulls(jsonb_build_object('queued', queued,
+        'resolving', resolving, 'failed', failed,
         'still_pending', left_pending, 'reason', reason, 'next_window', next_window));
 END $$;
 
@@ -2389,131 +2417,161 @@ END $$;
  * chat), within the account's state, working hours, daily message cap and
  * spacing.  What cannot go now stays due.  Campaigns whose prospects all
  * reached a final state are completed.
+ *
+ * Set-based (bench/due_work.sh): the due prospects are locked in one
+ * statement, their accounts in a second (in account order), and a third,
+ * whose snapshot is taken once the locks are held (so the caps count every
+ * message committed before), renders, queues, spaces and updates the whole
+ * batch.  Within an account, messages go in due order, the k-th at the
+ * account's next action time plus k-1 random spacings; a step that does not
+ * render fails its prospect without using the account's budget.
  */
 CREATE FUNCTION sam._job_process_follow_ups_start(p_run_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     now_t timestamptz := sam.now();
-    p record;
-    a sam.accounts;
-    step integer;
-    msg text;
-    req jsonb;
-    ctx jsonb;
-    processed integer := 0;
-    queued integer := 0;
-    completed integer := 0;
-    failed integer := 0;
-    pending integer := 0;
-    results jsonb := '[]';
-    t timestamptz;
-    remaining integer;
-    new_id bigint;
+    due_ids bigint[];
+    answer jsonb;
     done_campaigns integer;
-    -- per account: [remaining messages today, next action time, reason it cannot send]
-    budget jsonb := '{}';
-    b jsonb;
 BEGIN
-    FOR p IN
-        SELECT pr.*, c.follow_ups, c.complete_after
+    SELECT array_agg(s.id ORDER BY s.follow_up_due_at, s.id) INTO due_ids
+      FROM (SELECT pr.id, pr.follow_up_due_at
+              FROM sam.prospects pr
+              JOIN sam.campaigns c ON c.id = pr.campaign_id AND c.status = 'running'
+             WHERE pr.follow_up_due_at <= now_t AND pr.status IN ('connection_request_sent', 'connected')
+             ORDER BY pr.follow_up_due_at, pr.id
+             LIMIT 10000
+               FOR UPDATE OF pr SKIP LOCKED) s;
+
+    -- one queuer per account at a time: caps and spacing are per account
+    PERFORM 1 FROM sam.accounts a
+     WHERE a.account_id IN (SELECT pr.account_id FROM sam.prospects pr
+                             WHERE pr.id = ANY (due_ids) AND pr.status = 'connected')
+     ORDER BY a.account_id
+       FOR UPDATE OF a;
+
+    WITH d AS MATERIALIZED (
+        SELECT pr.id, pr.status, pr.account_id, pr.campaign_id, pr.chat_id, pr.provider_id,
+               pr.follow_up_due_at, pr.follow_up_sequence_index + 1 AS step, c.follow_ups,
+               -- sam._prospect_vars(pr), written out: a call per row would cost more than the rest
+               pr.variables || jsonb_strip_nulls(jsonb_build_object(
+                   'first_name', pr.first_name, 'last_name', pr.last_name,
+                   'company', pr.company, 'title', pr.title)) AS vars
           FROM sam.prospects pr
           JOIN sam.campaigns c ON c.id = pr.campaign_id AND c.status = 'running'
-         WHERE pr.follow_up_due_at <= now_t AND pr.status IN ('connection_request_sent', 'connected')
-         ORDER BY pr.follow_up_due_at, pr.id
-         LIMIT 10000
-           FOR UPDATE OF pr SKIP LOCKED
-    LOOP
-        processed := processed + 1;
-        IF p.status = 'connection_request_sent' THEN
-            -- acceptance only on positive evidence (webhook, relations list, note chat): look again tomorrow
-            UPDATE sam.prospects SET follow_up_due_at = now_t + interval '1 day' WHERE id = p.id;
-            pending := pending + 1;
-            IF jsonb_array_length(results) < 100 THEN
-                results := results || jsonb_build_array(jsonb_build_object('prospect_id', p.id, 'status', 'not_connected_yet'));
-            END IF;
-            CONTINUE;
-        END IF;
-
-        step := p.follow_up_sequence_index + 1;
-        IF step > jsonb_array_length(p.follow_ups) THEN
-            UPDATE sam.prospects SET status = 'completed', completed_at = now_t, updated_at = now_t, follow_up_due_at = NULL
-             WHERE id = p.id AND status = 'connected';
-            completed := completed + 1;
-            IF jsonb_array_length(results) < 100 THEN
-                results := results || jsonb_build_array(jsonb_build_object('prospect_id', p.id, 'status', 'completed'));
-            END IF;
-            CONTINUE;
-        END IF;
-
-        -- already queued for this step (an earlier run): it is on its way
-        IF EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = p.account_id
-                      AND o.idempotency_key = format('message:%s:%s', p.id, step)) THEN
-            pending := pending + 1;
-            CONTINUE;
-        END IF;
-
-        b := budget->p.account_id;
-        IF b IS NULL THEN
-            SELECT * INTO a FROM sam.accounts WHERE account_id = p.account_id FOR UPDATE;
-            remaining := a.daily_message_cap - sam._actions_since(a.account_id, '{start_chat,send_message}', sam._local_day_start(a, now_t));
-            b := jsonb_build_object('remaining', remaining,
-                                    't', greatest(now_t, coalesce(a.next_action_at, now_t)),
-                                    'min', extract(epoch FROM a.spacing_min), 'max', extract(epoch FROM a.spacing_max),
-                                    'reason', CASE WHEN a.status <> 'active' THEN format('account is %s', a.status)
-                                                   WHEN NOT sam._in_working_hours(a, now_t) THEN 'outside working hours'
-                                                   WHEN remaining <= 0 THEN 'daily message cap reached' END);
-        END IF;
-        IF b->>'reason' IS NULL AND (b->>'remaining')::integer <= 0 THEN
-            b := b || jsonb_build_object('reason', 'daily message cap reached');
-        END IF;
-        IF b->>'reason' IS NOT NULL THEN
-            budget := budget || jsonb_build_object(p.account_id, b);
-            pending := pending + 1;
-            IF jsonb_array_length(results) < 100 THEN
-                results := results || jsonb_build_array(jsonb_build_object('prospect_id', p.id, 'step', step,
-                                                                           'status', 'deferred', 'reason', b->>'reason'));
-            END IF;
-            CONTINUE;
-        END IF;
-
-        BEGIN
-            msg := sam.render_template(p.follow_ups->(step - 1)->>'template',
-                                       (SELECT sam._prospect_vars(x) FROM sam.prospects x WHERE x.id = p.id));
-        EXCEPTION WHEN invalid_parameter_value THEN
-            PERFORM sam._prospect_failed(p.id, 'connected', format('follow-up step %s: %s', step, SQLERRM));
-            failed := failed + 1;
-            CONTINUE;
-        END;
-
-        t := (b->>'t')::timestamptz;
-        IF p.chat_id IS NULL THEN
-            req := jsonb_build_object('method', 'POST', 'path', '/api/v1/chats',
-                       'form', jsonb_build_array(jsonb_build_array('account_id', p.account_id),
-                                                 jsonb_build_array('attendees_ids', p.provider_id),
-                                                 jsonb_build_array('text', msg)));
-        ELSE
-            req := jsonb_build_object('method', 'POST', 'path', format('/api/v1/chats/%s/messages', sam._url_encode(p.chat_id)),
-                       'form', jsonb_build_array(jsonb_build_array('text', msg),
-                                                 jsonb_build_array('account_id', p.account_id)));
-        END IF;
-        ctx := jsonb_build_object('step', step, 'text', msg, 'chat_id', p.chat_id);
+         WHERE pr.id = ANY (due_ids) AND pr.status IN ('connection_request_sent', 'connected')
+    ),
+    -- per account: messages left today, next action time, why it cannot send now
+    b AS MATERIALIZED (
+        SELECT a.account_id, greatest(now_t, coalesce(a.next_action_at, now_t)) AS t0,
+               a.spacing_min, a.spacing_max, x.remaining,
+               CASE WHEN a.status <> 'active' THEN format('account is %s', a.status)
+                    WHEN NOT sam._in_working_hours(a, now_t) THEN 'outside working hours'
+                    WHEN x.remaining <= 0 THEN 'daily message cap reached' END AS reason
+          FROM sam.accounts a
+         CROSS JOIN LATERAL (
+               SELECT a.daily_message_cap - sam._actions_since(a.account_id, '{start_chat,send_message}',
+                                                               sam._local_day_start(a, now_t)) AS remaining) x
+         WHERE a.account_id IN (SELECT d.account_id FROM d WHERE d.status = 'connected')
+    ),
+    k AS MATERIALIZED (
+        SELECT d.*, b.reason, b.remaining, b.t0, b.spacing_min, b.spacing_max,
+               CASE WHEN d.status = 'connection_request_sent' THEN 'not_connected_yet'
+                    WHEN d.step > jsonb_array_length(d.follow_ups) THEN 'completed'
+                    -- already queued for this step (an earlier run): it is on its way
+                    WHEN EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = d.account_id
+                                    AND o.idempotency_key = 'message:' || d.id || ':' || d.step) THEN 'on_its_way'
+                    WHEN b.reason IS NOT NULL THEN 'deferred'
+                    ELSE 'render' END AS what,
+               CASE WHEN d.status = 'connected' AND d.step <= jsonb_array_length(d.follow_ups) AND b.reason IS NULL
+                    THEN sam._try_render(d.follow_ups->(d.step - 1)->>'template', d.vars) END AS out
+          FROM d LEFT JOIN b ON b.account_id = d.account_id
+    ),
+    -- the rendered messages, numbered per account in due order
+    y AS MATERIALIZED (
+        SELECT k.*, k.out[1] AS msg,
+               row_number() OVER (PARTITION BY k.account_id ORDER BY k.follow_up_due_at, k.id) AS rn
+          FROM k WHERE k.what = 'render' AND k.out[2] IS NULL
+    ),
+    -- those within the account's budget, each with its random spacing after it
+    g AS MATERIALIZED (
+        SELECT y.*, y.spacing_min + random() * (y.spacing_max - y.spacing_min) AS gap
+          FROM y WHERE y.rn <= y.remaining
+    ),
+    s AS MATERIALIZED (
+        SELECT g.*, g.t0 + coalesce(sum(g.gap) OVER (PARTITION BY g.account_id ORDER BY g.rn
+                                                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                                    interval '0') AS t
+          FROM g
+    ),
+    ins AS (
         INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before,
-                                job_run_id, context)
-        VALUES (p.account_id, p.campaign_id, p.id, CASE WHEN p.chat_id IS NULL THEN 'start_chat' ELSE 'send_message' END,
-                format('message:%s:%s', p.id, step), req, t, p_run_id, ctx)
+                                job_run_id, context, created_at, updated_at)
+        SELECT s.account_id, s.campaign_id, s.id, CASE WHEN s.chat_id IS NULL THEN 'start_chat' ELSE 'send_message' END,
+               'message:' || s.id || ':' || s.step,
+               CASE WHEN s.chat_id IS NULL
+                    THEN jsonb_build_object('method', 'POST', 'path', '/api/v1/chats',
+                             'form', jsonb_build_array(jsonb_build_array('account_id', s.account_id),
+                                                       jsonb_build_array('attendees_ids', s.provider_id),
+                                                       jsonb_build_array('text', s.msg)))
+                    ELSE jsonb_build_object('method', 'POST',
+                             'path', format('/api/v1/chats/%s/messages', sam._url_encode(s.chat_id)),
+                             'form', jsonb_build_array(jsonb_build_array('text', s.msg),
+                                                       jsonb_build_array('account_id', s.account_id))) END,
+               s.t, p_run_id, jsonb_build_object('step', s.step, 'text', s.msg, 'chat_id', s.chat_id), now_t, now_t
+          FROM s
+         ORDER BY s.follow_up_due_at, s.id
         ON CONFLICT (account_id, idempotency_key) DO NOTHING
-        RETURNING id INTO new_id;
-        IF new_id IS NOT NULL THEN
-            queued := queued + 1;
-            t := t + make_interval(secs => (b->>'min')::double precision
-                                           + random() * ((b->>'max')::double precision - (b->>'min')::double precision));
-            b := b || jsonb_build_object('remaining', (b->>'remaining')::integer - 1, 't', t);
-            budget := budget || jsonb_build_object(p.account_id, b);
-            UPDATE sam.accounts SET next_action_at = t WHERE account_id = p.account_id;
-        END IF;
-        new_id := NULL;
-    END LOOP;
+        RETURNING 1
+    ),
+    spaced AS (
+        UPDATE sam.accounts a SET next_action_at = x.t_end
+          FROM (SELECT s.account_id, max(s.t + s.gap) AS t_end FROM s GROUP BY s.account_id) x
+         WHERE a.account_id = x.account_id
+    ),
+    -- not accepted yet: look again tomorrow; sequence ended: completed; step not renderable: failed
+    moved AS (
+        UPDATE sam.prospects x
+           SET follow_up_due_at = CASE WHEN m.what = 'not_connected_yet' THEN now_t + interval '1 day' END,
+               status = CASE m.what WHEN 'not_connected_yet' THEN x.status WHEN 'completed' THEN 'completed' ELSE 'failed' END,
+               completed_at = CASE WHEN m.what = 'completed' THEN now_t ELSE x.completed_at END,
+               failed_at = CASE WHEN m.what = 'failed' THEN now_t ELSE x.failed_at END,
+               updated_at = CASE WHEN m.what = 'not_connected_yet' THEN x.updated_at ELSE now_t END,
+               last_error = CASE WHEN m.what = 'failed'
+                                 THEN left(format('follow-up step %s: %s', m.step, m.out[2]), 1000)
+                                 ELSE x.last_error END
+          FROM (SELECT k.id, k.step, k.out,
+                       CASE WHEN k.what = 'render' THEN 'failed' ELSE k.what END AS what
+                  FROM k
+                 WHERE k.what IN ('not_connected_yet', 'completed')
+                    OR (k.what = 'render' AND k.out[2] IS NOT NULL)) m
+         WHERE x.id = m.id
+        RETURNING m.what
+    ),
+    -- what the answer lists (at most 100), in due order
+    listed AS (
+        SELECT k.follow_up_due_at, k.id,
+               CASE WHEN k.what = 'deferred'
+                    THEN jsonb_build_object('prospect_id', k.id, 'step', k.step, 'status', 'deferred', 'reason', k.reason)
+                    ELSE jsonb_build_object('prospect_id', k.id, 'status', k.what) END AS entry
+          FROM k WHERE k.what IN ('not_connected_yet', 'completed', 'deferred')
+        UNION ALL
+        SELECT y.follow_up_due_at, y.id,
+               jsonb_build_object('prospect_id', y.id, 'step', y.step, 'status', 'deferred',
+                                  'reason', 'daily message cap reached')
+          FROM y WHERE y.rn > y.remaining
+    )
+    SELECT jsonb_build_object(
+               'processed', (SELECT count(*) FROM k),
+               'queued', (SELECT count(*) FROM ins),
+               'completed', (SELECT count(*) FROM moved WHERE what = 'completed'),
+               'failed', (SELECT count(*) FROM moved WHERE what = 'failed'),
+               'pending', (SELECT count(*) FROM k WHERE k.what IN ('not_connected_yet', 'on_its_way', 'deferred'))
+                          + (SELECT count(*) FROM y WHERE y.rn > y.remaining),
+               'results', coalesce((SELECT jsonb_agg(l.entry ORDER BY l.follow_up_due_at, l.id)
+                                      FROM (SELECT * FROM listed ORDER BY follow_up_due_at, id LIMIT 100) l), '[]'))
+      INTO answer;
 
     UPDATE sam.campaigns c SET status = 'completed', completed_at = now_t
      WHERE c.status = 'running'
@@ -2522,8 +2580,7 @@ BEGIN
                           AND x.status IN ('pending', 'connection_request_sent', 'connected'));
     GET DIAGNOSTICS done_campaigns = ROW_COUNT;
 
-    RETURN jsonb_build_object('processed', processed, 'queued', queued, 'completed', completed, 'failed', failed,
-                              'pending', pending, 'campaigns_completed', done_campaigns, 'results', results);
+    RETURN answer || jsonb_build_object('campaigns_completed', done_campaigns);
 END $$;
 
 /*

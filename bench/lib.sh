@@ -11,6 +11,9 @@
 #     PGSS=1       preloads pg_stat_statements (track = all: statements inside
 #                  the SQL functions too); bench_top_statements prints them
 #     BENCH_KEEP=1 keeps the temporary directory (logs) after the run.
+#     BENCH_CONF='lines' are added to the cluster's postgresql.conf, e.g.
+#     "session_preload_libraries = 'auto_explain'" and its settings, to read
+#     the plans of the statements inside the jobs in $BENCH_DIR/pg.log.
 #
 #     PostgreSQL refuses to run as root: as root, the cluster runs as the
 #     "postgres" user and its directory is theirs.
@@ -90,6 +93,7 @@ bench_cluster_start() {
 		echo "checkpoint_timeout = '30min'"
 		echo "log_min_messages = warning"
 		for line in "$@"; do echo "$line"; done
+		[ -z "${BENCH_CONF:-}" ] || printf '%s\n' "$BENCH_CONF"
 	} | as_pg tee -a "$BENCH_DIR/data/postgresql.conf" >/dev/null
 	as_pg pg_ctl -D "$BENCH_DIR/data" -l "$BENCH_DIR/pg.log" -w -t 60 start >/dev/null ||
 		{ cat "$BENCH_DIR/pg.log" >&2; exit 1; }

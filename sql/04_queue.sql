@@ -68,3 +68,25 @@ SELECT (sam.start_campaign(:nid))->>'queued' AS queued;
 SELECT sam.set_clock('2026-03-11 02:00:00+00', frozen => true)->>'now' AS now;   -- 22:00 in New York
 SELECT count(*) AS claimed_at_night FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-night';
 SELECT not_before FROM sam.outbox WHERE account_id = 'acc-night';
+-- One statement queues a campaign's batch (rolled back here): a profile lookup takes no spacing, a
+-- note that does not render or is longer than 300 characters fails its prospect and takes none.
+BEGIN;
+SELECT sam.set_clock('2026-03-12 15:00:00+00', frozen => true)->>'now' AS now;
+SELECT sam.create_account('acc-set', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '10 minutes', spacing_max => '10 minutes')->>'success';
+SELECT (sam.create_campaign('acc-set', 'Set', 'Hi {first_name|there}, about {topic}.', NULL,
+                            custom_variables => '{topic}'))->>'campaign_id' AS sid \gset
+SELECT (sam.add_prospects(:sid, '[{"public_identifier": "lookup-me", "variables": {"topic": "a"}},
+                                   {"provider_id": "ACoS2", "first_name": "Bo", "variables": {"topic": "b"}},
+                                   {"provider_id": "ACoS3", "variables": {"topic": "c"}},
+                                   {"provider_id": "ACoS4", "variables": {"topic": "d"}},
+                                   {"provider_id": "ACoS5", "variables": {"topic": "e"}}]'))->>'inserted';
+UPDATE sam.prospects SET variables = '{}' WHERE provider_id = 'ACoS3';
+UPDATE sam.prospects SET variables = jsonb_build_object('topic', repeat('x', 290)) WHERE provider_id = 'ACoS4';
+SELECT sam.start_campaign(:sid) - 'campaign_id' AS started;
+SELECT coalesce(p.provider_id, p.public_identifier) AS who, p.status, p.last_error, o.kind, o.not_before,
+       o.request->'json'->>'message' AS note
+  FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id
+ WHERE p.campaign_id = :sid ORDER BY p.id;
+SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-set';
+ROLLBACK;

@@ -26,3 +26,28 @@ UPDATE sam.prospects SET status = 'withdrawn', follow_up_due_at = NULL WHERE pro
 SELECT (sam.process_follow_ups())->'campaigns_completed' AS campaigns_completed;
 SELECT status FROM sam.campaigns WHERE id = :cid;
 SELECT job, status FROM sam.job_runs WHERE job = 'process-follow-ups' ORDER BY id;
+-- The queueing itself (what the worker runs for process_follow_ups), in a transaction rolled back:
+-- one statement renders the batch, fails a prospect whose step does not render (without using the
+-- account's budget), keeps the daily cap in due order and spaces the messages.
+BEGIN;
+SELECT sam.create_account('acc-g', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          daily_message_cap => 2, spacing_min => '10 minutes', spacing_max => '10 minutes')->>'success';
+SELECT (sam.create_campaign('acc-g', 'Vars', NULL, '[{"template": "Hi {first_name|there}, about {topic}."}]',
+                            custom_variables => '{topic}'))->>'campaign_id' AS gid \gset
+SELECT (sam.add_prospects(:gid, '[{"provider_id": "ACoG1", "first_name": "Ann", "variables": {"topic": "tea"}},
+                                   {"provider_id": "ACoG2", "variables": {"topic": "jam"}},
+                                   {"provider_id": "ACoG3", "first_name": "Cy", "variables": {"topic": "oats"}},
+                                   {"provider_id": "ACoG4", "first_name": "Di", "variables": {"topic": "rye"}}]'))->>'inserted';
+UPDATE sam.campaigns SET status = 'running' WHERE id = :gid;
+UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interval '2 days',
+                         follow_up_due_at = sam.now() - (substr(provider_id, 5)::integer * interval '1 minute')
+ WHERE campaign_id = :gid;
+-- G3 (due second) lost its topic
+UPDATE sam.prospects SET variables = '{}' WHERE provider_id = 'ACoG3';
+INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
+SELECT jsonb_pretty(sam._job_process_follow_ups_start(:run_id) #- '{results,0,prospect_id}') AS answer;
+SELECT p.provider_id, p.status, p.last_error, o.kind, o.not_before, o.context->>'text' AS text
+  FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id
+ WHERE p.campaign_id = :gid ORDER BY p.provider_id;
+SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-g';
+ROLLBACK;

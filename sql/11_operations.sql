@@ -172,7 +172,7 @@ SELECT count(*) AS plain_identifiers FROM sam.suppressions s WHERE s.hash::text 
 SELECT first_name, status FROM sam.prospects WHERE provider_id = 'ACoE2';
 -- re-import, by provider id or public identifier, in any campaign: refused, and said why
 SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoE1"}, {"public_identifier": "erin-e"}, {"profile_url": "https://linkedin.com/in/ERIN-E"}, {"provider_id": "ACoE9"}]')
-       - 'prospect_ids' AS reimport;
+       - 'prospect_ids' - 'campaign_id' AS reimport;
 -- erasing someone unknown still records them
 SELECT sam.erase_person('ACoNEVERSEEN')->'removed' AS unknown;
 SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoNEVERSEEN"}]')->'refused' AS refused;

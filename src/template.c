@@ -2,8 +2,9 @@
  *
  * template.c
  *	  The message template renderer shared by connection notes and
- *	  follow-up messages: the SQL functions sam.render_template() and
- *	  sam.template_variables().
+ *	  follow-up messages: the SQL functions sam.render_template(),
+ *	  sam._try_render() (the same, answering errors as data, for the jobs
+ *	  that render a batch in one statement) and sam.template_variables().
  *
  *	  The parsing and rendering themselves are in template_core.c, plain C
  *	  that the fuzzing harness (fuzz/fuzz_template.c) runs without a
@@ -19,6 +20,8 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -29,51 +32,65 @@
 
 PG_FUNCTION_INFO_V1(sam_render_template);
 PG_FUNCTION_INFO_V1(sam_template_variables);
+PG_FUNCTION_INFO_V1(sam_try_render);
 
 /*
- * parse_template splits a template into its parts (*nparts of them), or
- * raises an error naming the position, in characters, of the first
- * syntax error.
+ * template_error_message is the message of a template syntax error, the
+ * position counted in characters from 1.
+ */
+static char *
+template_error_message(const char *tmpl, const TemplateError *err)
+{
+	int			pos = pg_mbstrlen_with_len(tmpl, err->offset) + 1;
+
+	switch (err->kind)
+	{
+		case TC_UNMATCHED_CLOSE:
+			return psprintf("invalid template: unmatched \"}\" at character %d", pos);
+		case TC_UNTERMINATED_VARIABLE:
+			return psprintf("invalid template: unterminated variable at character %d", pos);
+		case TC_BAD_VARIABLE_NAME:
+			return psprintf("invalid template: bad variable name at character %d", pos);
+		case TC_UNTERMINATED_FALLBACK:
+			return psprintf("invalid template: unterminated fallback of variable \"%s\" at character %d",
+							err->name, pos);
+		case TC_OK:
+			break;
+	}
+	return NULL;
+}
+
+/*
+ * parse_template splits a template into its parts (*nparts of them).  On a
+ * syntax error it raises an error naming the position of the first one,
+ * or, when error is not NULL, sets *error to that message and returns NULL.
  */
 static TemplatePart *
-parse_template(const char *tmpl, int len, size_t *nparts)
+parse_template(const char *tmpl, int len, size_t *nparts, char **error)
 {
 	TemplateError err;
 	TemplatePart *parts;
 	size_t		n;
 
 	n = tc_parse(tmpl, len, NULL, 0, &err);
-	switch (err.kind)
+	if (err.kind != TC_OK)
 	{
-		case TC_OK:
-			break;
-		case TC_UNMATCHED_CLOSE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid template: unmatched \"}\" at character %d",
-							pg_mbstrlen_with_len(tmpl, err.offset) + 1),
-					 errhint("Write \"}}\" for a literal brace.")));
-			break;
-		case TC_UNTERMINATED_VARIABLE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid template: unterminated variable at character %d",
-							pg_mbstrlen_with_len(tmpl, err.offset) + 1),
-					 errhint("Variables look like {first_name} or {first_name|there}; write \"{{\" for a literal brace.")));
-			break;
-		case TC_BAD_VARIABLE_NAME:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid template: bad variable name at character %d",
-							pg_mbstrlen_with_len(tmpl, err.offset) + 1),
-					 errhint("Variables look like {first_name} or {first_name|there}; names are letters, digits and underscores.")));
-			break;
-		case TC_UNTERMINATED_FALLBACK:
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid template: unterminated fallback of variable \"%s\" at character %d",
-							err.name, pg_mbstrlen_with_len(tmpl, err.offset) + 1)));
-			break;
+		char	   *msg = template_error_message(tmpl, &err);
+
+		if (error != NULL)
+		{
+			*error = msg;
+			return NULL;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_internal("%s", msg),
+				 err.kind == TC_UNMATCHED_CLOSE ?
+				 errhint("Write \"}}\" for a literal brace.") :
+				 err.kind == TC_UNTERMINATED_VARIABLE ?
+				 errhint("Variables look like {first_name} or {first_name|there}; write \"{{\" for a literal brace.") :
+				 err.kind == TC_BAD_VARIABLE_NAME ?
+				 errhint("Variables look like {first_name} or {first_name|there}; names are letters, digits and underscores.") : 0));
 	}
 	parts = MemoryContextAllocHuge(CurrentMemoryContext,
 								   Max(n, 1) * sizeof(TemplatePart));
@@ -129,6 +146,38 @@ append_output(void *arg, const char *data, size_t len)
 }
 
 /*
+ * render renders a template with vars into *out.  A syntax error is raised,
+ * or, when quiet, answered as its message, like a variable with no value
+ * and no fallback (whose name is then in *missing); NULL when it rendered.
+ */
+static char *
+render(text *tmpl, Jsonb *vars, bool quiet, StringInfo out, char **missing)
+{
+	const char *src = VARDATA_ANY(tmpl);
+	TemplatePart *parts;
+	size_t		nparts;
+	size_t		stopped;
+	char	   *error = NULL;
+
+	*missing = NULL;
+	parts = parse_template(src, VARSIZE_ANY_EXHDR(tmpl), &nparts,
+						   quiet ? &error : NULL);
+	if (parts == NULL)
+		return error;
+	initStringInfo(out);
+	stopped = tc_render(src, parts, nparts, lookup_value, vars,
+						append_output, out);
+	if (stopped < nparts)
+	{
+		*missing = pstrdup(parts[stopped].name);
+		error = psprintf("template variable \"%s\" has no value and no fallback",
+						 *missing);
+	}
+	pfree(parts);
+	return error;
+}
+
+/*
  * sam.render_template(template text, vars jsonb) returns text: the template
  * with every variable replaced; a variable with no value and no fallback is
  * an error naming it.
@@ -138,24 +187,55 @@ sam_render_template(PG_FUNCTION_ARGS)
 {
 	text	   *tmpl = PG_GETARG_TEXT_PP(0);
 	Jsonb	   *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
-	const char *src = VARDATA_ANY(tmpl);
-	TemplatePart *parts;
-	size_t		nparts;
-	size_t		stopped;
 	StringInfoData out;
+	char	   *missing;
+	char	   *error;
 
-	parts = parse_template(src, VARSIZE_ANY_EXHDR(tmpl), &nparts);
-	initStringInfo(&out);
-	stopped = tc_render(src, parts, nparts, lookup_value, vars,
-						append_output, &out);
-	if (stopped < nparts)
+	error = render(tmpl, vars, false, &out, &missing);
+	if (error != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("template variable \"%s\" has no value and no fallback",
-						parts[stopped].name),
+				 errmsg_internal("%s", error),
 				 errhint("Give the prospect a value for \"%s\", or write {%s|fallback} in the template.",
-						 parts[stopped].name, parts[stopped].name)));
+						 missing, missing)));
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
+}
+
+/*
+ * sam._try_render(template text, vars jsonb) returns text[]: {text, NULL}
+ * when the template renders, {NULL, error message} when it does not.  The
+ * queueing jobs render a whole batch in one statement with it, where an
+ * error raised for one prospect would need a subtransaction per prospect.
+ */
+Datum
+sam_try_render(PG_FUNCTION_ARGS)
+{
+	text	   *tmpl;
+	Jsonb	   *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	StringInfoData out;
+	char	   *missing;
+	char	   *error;
+	Datum		elems[2];
+	bool		nulls[2] = {false, false};
+	int			dims[1] = {2};
+	int			lbs[1] = {1};
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	tmpl = PG_GETARG_TEXT_PP(0);
+	error = render(tmpl, vars, true, &out, &missing);
+	if (error == NULL)
+	{
+		elems[0] = PointerGetDatum(cstring_to_text_with_len(out.data, out.len));
+		nulls[1] = true;
+	}
+	else
+	{
+		nulls[0] = true;
+		elems[1] = PointerGetDatum(cstring_to_text(error));
+	}
+	PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, nulls, 1, dims, lbs,
+											 TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 /*
@@ -174,7 +254,7 @@ sam_template_variables(PG_FUNCTION_ARGS)
 	int64		static_len = 0;
 	bool		first = true;
 
-	parts = parse_template(src, VARSIZE_ANY_EXHDR(tmpl), &nparts);
+	parts = parse_template(src, VARSIZE_ANY_EXHDR(tmpl), &nparts, NULL);
 	initStringInfo(&out);
 	appendStringInfoString(&out, "{\"variables\": [");
 	for (size_t i = 0; i < nparts; i++)
