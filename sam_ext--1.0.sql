@@ -1740,8 +1740,11 @@ CREATE TABLE sam.webhook_events (
     CONSTRAINT webhook_events_dedupe_key UNIQUE (dedupe_key),
     CONSTRAINT webhook_events_status_valid CHECK (status IN ('received', 'processed', 'unmatched', 'ignored', 'failed')),
     CONSTRAINT webhook_events_source_length CHECK (char_length(source) BETWEEN 1 AND 100)
-);
-CREATE INDEX webhook_events_failed_idx ON sam.webhook_events (id) WHERE status = 'failed';
+) WITH (fillfactor = 85);
+-- error is set exactly when status is 'failed'; the predicate names error, not status, so that
+-- applying a new event (status received -> processed, error staying NULL) is a HOT update
+-- (room left by the fillfactor): no new entry in any index
+CREATE INDEX webhook_events_failed_idx ON sam.webhook_events (id) WHERE error IS NOT NULL;
 CREATE INDEX webhook_events_received_idx ON sam.webhook_events (received_at);
 COMMENT ON TABLE sam.webhook_events IS 'Every Unipile webhook delivery, stored once (dedupe_key) and applied at once; failures keep their error and can be retried';
 SELECT pg_catalog.pg_extension_config_dump('sam.webhook_events', '');
@@ -1924,7 +1927,7 @@ BEGIN
         RETURN jsonb_build_object('success', true, 'duplicate', true,
             'id', (SELECT w.id FROM sam.webhook_events w WHERE w.dedupe_key = key));
     END IF;
-    r := sam._apply_webhook_event(e.id);
+    r := sam._apply_webhook_row(e);
     RETURN jsonb_build_object('success', true, 'duplicate', false, 'id', e.id, 'event', e.event) || r;
 END $$;
 COMMENT ON FUNCTION sam.ingest_webhook(text, text) IS 'Stores a Unipile webhook once and applies it at once (the ingest''s only call)';
@@ -1935,12 +1938,21 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     e sam.webhook_events;
-    r jsonb;
 BEGIN
     SELECT * INTO e FROM sam.webhook_events WHERE id = p_id FOR UPDATE;
     IF e.status NOT IN ('received', 'failed') THEN
         RETURN jsonb_build_object('status', e.status);
     END IF;
+    RETURN sam._apply_webhook_row(e);
+END $$;
+
+-- sam._apply_webhook_row applies an event whose row the caller holds (locked, or inserted by it)
+CREATE FUNCTION sam._apply_webhook_row(e sam.webhook_events) RETURNS jsonb
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r jsonb;
+BEGIN
     BEGIN
         r := sam._apply_webhook(e);
         UPDATE sam.webhook_events SET status = r->>'status', result = r, error = NULL,
@@ -1965,7 +1977,7 @@ BEGIN
     IF max_events IS NULL OR max_events NOT BETWEEN 1 AND 100000 THEN
         PERFORM sam._invalid('max_events', 'must be between 1 and 100000');
     END IF;
-    FOR w IN SELECT id FROM sam.webhook_events WHERE status = 'failed' ORDER BY id LIMIT max_events
+    FOR w IN SELECT id FROM sam.webhook_events WHERE status = 'failed' AND error IS NOT NULL ORDER BY id LIMIT max_events
              FOR UPDATE SKIP LOCKED LOOP
         n := n + 1;
         IF sam._apply_webhook_event(w.id)->>'status' <> 'failed' THEN

@@ -16,6 +16,7 @@
 #        (the moment of acceptance).
 #
 #     RUNS=3  THREADS=4 (sam_ingest --threads)  CONNS=8 (wrk -c)
+#     PGSS=1  prints the statements that took the most time
 #     PG_PORT=21461 MOCK_PORT=21462 INGEST_PORT=21463
 #
 # wrk runs on the same 2 cores as the daemon and PostgreSQL; as root it runs
@@ -62,6 +63,7 @@ for sync in on off; do
 	q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'sam_ingestd'" >/dev/null
 	SAM_BENCH_RUN="warm-$sync-$$" "${WRK[@]}" -t1 -c"$conns" -d2s -s "$BENCH_ROOT/ingest/test/bench_webhook.lua" \
 		"$ingest_url/api/webhooks/unipile" >/dev/null
+	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
 	for r in $(seq "$runs"); do
 		out=$(SAM_BENCH_RUN="run-$sync-$r-$$" "${WRK[@]}" -t1 -c"$conns" -d"${secs}s" \
 			-s "$BENCH_ROOT/ingest/test/bench_webhook.lua" "$ingest_url/api/webhooks/unipile")
@@ -71,6 +73,7 @@ for sync in on off; do
 		printf '%-4s %-18s %10s %8s %8s %8s %8s %6s\n' "$r" "$sync" "$rate" "$p50" "$p90" "$p99" "$((errs))" "$(bench_load)"
 		echo "$sync $rate $p50 $p99" >>"$res"
 	done
+	bench_top_statements 10 | sed 's/^/    /' >&2
 done
 q -c "ALTER ROLE sam_ingestd RESET synchronous_commit" >/dev/null
 echo

@@ -87,3 +87,12 @@ SELECT status, attempts FROM sam.webhook_events WHERE dedupe_key = 'new_relation
 SELECT status FROM sam.prospects WHERE provider_id = 'ACoW2';
 SELECT sam.retry_webhooks(0);
 SELECT sam.retry_webhooks(NULL);
+-- applying a new event changes no indexed column (the failed-events index names error, not
+-- status): the update is HOT, the row's index entries are written once
+BEGIN;
+SELECT pg_stat_get_xact_tuples_updated('sam.webhook_events'::regclass) AS u0,
+       pg_stat_get_xact_tuples_hot_updated('sam.webhook_events'::regclass) AS h0 \gset
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-w", "user_provider_id": "ACoHOT"}') ->> 'status' AS status;
+SELECT pg_stat_get_xact_tuples_updated('sam.webhook_events'::regclass) - :u0 AS updates,
+       pg_stat_get_xact_tuples_hot_updated('sam.webhook_events'::regclass) - :h0 AS hot_updates;
+ROLLBACK;
