@@ -118,4 +118,5 @@ unlike($log, qr/XXXXSECRETXXXX/, 'the hook URL (it holds a token) is not in the 
 unlike($log, qr/\Q$mock->{api_key}\E/, 'nor the Unipile key');
 
 $node->stop;
+$mock->{handle}->kill_kill;
 done_testing();

@@ -29,6 +29,20 @@ sub root_dir
 	return $ENV{TESTDIR} // '.';
 }
 
+# every mock started, stopped when the test script exits, however it exits: a test that
+# dies (or forgets) must not leave a server running after the suite
+my @started_mocks;
+
+END
+{
+	my $status = $?;
+	for my $h (@started_mocks)
+	{
+		eval { $h->kill_kill if $h->pumpable; };
+	}
+	$? = $status;
+}
+
 # start_mock starts the mock Unipile server; returns {port, url, api_key, handle}
 sub start_mock
 {
@@ -48,6 +62,7 @@ sub start_mock
 		usleep(20_000);
 	}
 	die "mock did not start: $out $err" unless $out =~ /listening on/;
+	push @started_mocks, $h;
 	return { port => $port, url => "http://127.0.0.1:$port", api_key => $key, handle => $h,
 		out => \$out, err => \$err };
 }
