@@ -94,7 +94,7 @@ worker_run() {
 	start=$(q -c "BEGIN" -c "UPDATE sam.outbox SET not_before = sam.now()" \
 	          -c "$([ -n "${STALE_STATS:-}" ] && echo "SET LOCAL work_mem = '4MB'" || echo "ANALYZE sam.outbox, sam.prospects")" \
 	          -c "SELECT extract(epoch FROM clock_timestamp())" -c "COMMIT")
-	while [ "$(q -c "SELECT EXISTS (SELECT 1 FROM sam.outbox WHERE state IN ('queued', 'in_flight', 'failed'))")" = t ]; do
+	while [ "$(q -c "$not_drained")" = t ]; do
 		sleep 0.2
 	done
 	end=$(q -c "SELECT extract(epoch FROM max(finished_at)) FROM sam.outbox")

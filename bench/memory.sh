@@ -69,7 +69,7 @@ for r in $(seq "$rounds"); do
 		VACUUM ANALYZE sam.prospects;
 	SQL
 	q -c "BEGIN" -c "UPDATE sam.outbox SET not_before = sam.now()" -c "ANALYZE sam.outbox, sam.prospects" -c "COMMIT" >/dev/null
-	while [ "$(q -c "SELECT EXISTS (SELECT 1 FROM sam.outbox WHERE state IN ('queued', 'in_flight', 'failed'))")" = t ]; do
+	while [ "$(q -c "$not_drained")" = t ]; do
 		sleep 0.5
 	done
 	sent=$((sent + round))
