@@ -2998,20 +2998,50 @@ CREATE TRIGGER campaigns_notify AFTER UPDATE OF status ON sam.campaigns
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status = 'completed')
     EXECUTE FUNCTION sam._campaign_notify_trigger();
 
--- a call that gave up: people are told; a notification POST that gave up is marked on its notification
+/*
+ * A call that gave up: people are told; a notification POST that gave up is
+ * marked on its notification.  While an account's delivery_dead
+ * notification waits for delivery, later dead calls of that account are
+ * folded into it (a count, the latest call, the first 20 outbox ids), so
+ * that an outage makes one message per account and delivery run, not one
+ * per call.
+ */
 CREATE FUNCTION sam._outbox_dead_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    prospect text := coalesce(', prospect ' || NEW.prospect_id, '');
+    err text := coalesce(NEW.error, NEW.error_type, 'no detail');
+    n sam.notifications;
+    cnt integer;
 BEGIN
     IF NEW.kind = 'notify' THEN
         UPDATE sam.notifications SET http_state = 'dead', http_error = left(NEW.error, 1000)
          WHERE id = (NEW.context->>'notification_id')::bigint AND http_state = 'queued';
+        RETURN NULL;
+    END IF;
+    SELECT * INTO n FROM sam.notifications x
+     WHERE x.notified_at IS NULL AND x.event = 'delivery_dead' AND x.account_id = NEW.account_id
+     ORDER BY x.id DESC LIMIT 1
+       FOR UPDATE;
+    IF FOUND THEN
+        cnt := coalesce((n.details->>'count')::integer, 1) + 1;
+        UPDATE sam.notifications
+           SET text = left(format('%s Unipile calls gave up for good (account %s); the latest (%s%s): %s',
+                                  cnt, NEW.account_id, NEW.kind, prospect, err), 3000),
+               details = n.details || jsonb_build_object(
+                   'count', cnt, 'latest_outbox_id', NEW.id, 'latest_kind', NEW.kind,
+                   'latest_error_type', NEW.error_type,
+                   'outbox_ids', CASE WHEN jsonb_array_length(coalesce(n.details->'outbox_ids', '[]')) < 20
+                                      THEN coalesce(n.details->'outbox_ids', '[]') || to_jsonb(NEW.id)
+                                      ELSE n.details->'outbox_ids' END)
+         WHERE id = n.id;
     ELSE
         PERFORM sam._notify('delivery_dead', 'delivery_dead:' || NEW.id,
-            format('A Unipile call gave up for good (%s, account %s%s): %s', NEW.kind, NEW.account_id,
-                   coalesce(', prospect ' || NEW.prospect_id, ''), coalesce(NEW.error, NEW.error_type, 'no detail')),
+            format('A Unipile call gave up for good (%s, account %s%s): %s', NEW.kind, NEW.account_id, prospect, err),
             NEW.account_id, NEW.campaign_id, NEW.prospect_id,
-            jsonb_build_object('outbox_id', NEW.id, 'kind', NEW.kind, 'error_type', NEW.error_type));
+            jsonb_build_object('outbox_id', NEW.id, 'kind', NEW.kind, 'error_type', NEW.error_type,
+                               'count', 1, 'outbox_ids', jsonb_build_array(NEW.id)));
     END IF;
     RETURN NULL;
 END $$;

@@ -285,3 +285,24 @@ SELECT sam.erase_person('ACoAPP1');
 SELECT sam.gdpr_cleanup();
 SHOW sam.unipile_api_key_file;
 RESET ROLE;
+-- an outage: the dead calls of one account fold into its delivery_dead notification until that
+-- is delivered; the next one after it starts a new notification
+BEGIN;
+SELECT coalesce(max(id), 0) AS before_fold FROM sam.notifications \gset
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
+SELECT 'acc-n', 'relations_page', 'fold-' || g, '{"method": "GET", "path": "/api/v1/users/relations"}'
+  FROM generate_series(1, 3) g;
+UPDATE sam.outbox SET state = 'dead', error = 'gave up after 5 attempts: HTTP 503', error_type = 'http_503',
+                      finished_at = sam.now()
+ WHERE idempotency_key LIKE 'fold-%';
+SELECT n.text, n.details->'count' AS count, jsonb_array_length(n.details->'outbox_ids') AS ids,
+       (n.details->>'latest_outbox_id')::bigint = (SELECT max(id) FROM sam.outbox WHERE idempotency_key LIKE 'fold-%') AS latest
+  FROM sam.notifications n WHERE n.event = 'delivery_dead' AND n.notified_at IS NULL;
+SELECT (sam.check_pending_notifications())->'notified' AS notified;
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
+VALUES ('acc-n', 'relations_page', 'fold-4', '{"method": "GET", "path": "/api/v1/users/relations"}');
+UPDATE sam.outbox SET state = 'dead', error = 'HTTP 401', error_type = 'http_401', finished_at = sam.now()
+ WHERE idempotency_key = 'fold-4';
+SELECT n.text, n.details->'count' AS count, n.notified_at IS NULL AS pending
+  FROM sam.notifications n WHERE n.event = 'delivery_dead' AND n.id > :before_fold ORDER BY n.id;
+ROLLBACK;
