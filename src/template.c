@@ -60,6 +60,23 @@ template_error_message(const char *tmpl, const TemplateError *err)
 	return NULL;
 }
 
+/* template_error_hint is the hint raised with a template syntax error, if any */
+static const char *
+template_error_hint(TemplateErrorKind kind)
+{
+	switch (kind)
+	{
+		case TC_UNMATCHED_CLOSE:
+			return "Write \"}}\" for a literal brace.";
+		case TC_UNTERMINATED_VARIABLE:
+			return "Variables look like {first_name} or {first_name|there}; write \"{{\" for a literal brace.";
+		case TC_BAD_VARIABLE_NAME:
+			return "Variables look like {first_name} or {first_name|there}; names are letters, digits and underscores.";
+		default:
+			return NULL;
+	}
+}
+
 /*
  * parse_template splits a template into its parts (*nparts of them).  On a
  * syntax error it raises an error naming the position of the first one,
@@ -76,21 +93,18 @@ parse_template(const char *tmpl, int len, size_t *nparts, char **error)
 	if (err.kind != TC_OK)
 	{
 		char	   *msg = template_error_message(tmpl, &err);
+		const char *hint;
 
 		if (error != NULL)
 		{
 			*error = msg;
 			return NULL;
 		}
+		hint = template_error_hint(err.kind);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg_internal("%s", msg),
-				 err.kind == TC_UNMATCHED_CLOSE ?
-				 errhint("Write \"}}\" for a literal brace.") :
-				 err.kind == TC_UNTERMINATED_VARIABLE ?
-				 errhint("Variables look like {first_name} or {first_name|there}; write \"{{\" for a literal brace.") :
-				 err.kind == TC_BAD_VARIABLE_NAME ?
-				 errhint("Variables look like {first_name} or {first_name|there}; names are letters, digits and underscores.") : 0));
+				 hint ? errhint("%s", hint) : 0));
 	}
 	parts = MemoryContextAllocHuge(CurrentMemoryContext,
 								   Max(n, 1) * sizeof(TemplatePart));
