@@ -992,10 +992,7 @@ BEGIN
         WITH p AS MATERIALIZED (
             SELECT x.id, x.provider_id, x.public_identifier,
                    CASE WHEN x.provider_id IS NOT NULL AND c.connection_note IS NOT NULL
-                        -- sam._prospect_vars(x), written out: a call per row would cost more than the rest
-                        THEN sam._try_render(c.connection_note, x.variables || jsonb_strip_nulls(jsonb_build_object(
-                                 'first_name', x.first_name, 'last_name', x.last_name,
-                                 'company', x.company, 'title', x.title))) END AS out
+                        THEN sam._try_render(c.connection_note, sam._prospect_vars(x)) END AS out
               FROM sam.prospects x
              WHERE x.id = ANY (ids)
         ),
@@ -2466,10 +2463,7 @@ BEGIN
     WITH d AS MATERIALIZED (
         SELECT pr.id, pr.status, pr.account_id, pr.campaign_id, pr.chat_id, pr.provider_id,
                pr.follow_up_due_at, pr.follow_up_sequence_index + 1 AS step, c.follow_ups,
-               -- sam._prospect_vars(pr), written out: a call per row would cost more than the rest
-               pr.variables || jsonb_strip_nulls(jsonb_build_object(
-                   'first_name', pr.first_name, 'last_name', pr.last_name,
-                   'company', pr.company, 'title', pr.title)) AS vars
+               sam._prospect_vars(pr) AS vars
           FROM sam.prospects pr
           JOIN sam.campaigns c ON c.id = pr.campaign_id AND c.status = 'running'
          WHERE pr.id = ANY (due_ids) AND pr.status IN ('connection_request_sent', 'connected')
