@@ -17,7 +17,7 @@ EXTENSION = sam_ext
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" sam_ext.control)
 
 MODULE_big = sam_ext
-OBJS = sam_ext.o src/shmem.o src/worker.o src/http.o src/jobs.o src/dropdb.o src/template.o src/template_core.o src/util.o
+OBJS = sam_ext.o src/shmem.o src/worker.o src/http.o src/jobs.o src/dropdb.o src/template.o src/template_core.o src/util.o src/clock.o
 
 DATA = $(wildcard sam_ext--*.sql)
 

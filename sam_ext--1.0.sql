@@ -23,9 +23,10 @@ CREATE TABLE sam.clock (
 INSERT INTO sam.clock DEFAULT VALUES;
 COMMENT ON TABLE sam.clock IS 'The engine''s clock: an offset from the real one, or a frozen instant (tests and the demo move it forward to simulate days)';
 
+-- coalesce(frozen_at, now() + offset_by) of sam.clock's row, read in C (src/clock.c): an SQL
+-- body was planned again in every transaction at every call site
 CREATE FUNCTION sam.now() RETURNS timestamptz
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT coalesce(c.frozen_at, pg_catalog.now() OPERATOR(pg_catalog.+) c.offset_by) FROM sam.clock c $$;
+LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_now';
 COMMENT ON FUNCTION sam.now() IS 'The engine''s clock: the transaction''s time plus sam.clock''s offset, or the frozen instant; everything reads time from here';
 
 ------------------------------------------------------------------------
@@ -1749,20 +1750,24 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('sa
 
 
 -- sam._webhook_dedupe_key: the identity of an event, so that Unipile's retries are stored once
+-- (plpgsql, not sql: PostgreSQL 15 plans an SQL function's body again in every transaction)
 CREATE FUNCTION sam._webhook_dedupe_key(p jsonb) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    k text;
+BEGIN
+    k := CASE
+            WHEN p->>'event' = 'new_relation' AND p->>'user_provider_id' IS NOT NULL
+                THEN 'new_relation:' || coalesce(p->>'account_id', '') || ':' || (p->>'user_provider_id')
+            WHEN p->>'event' IN ('message_received', 'message_reaction', 'message_read')
+                 AND p->>'message_id' IS NOT NULL
+                THEN (p->>'event') || ':' || coalesce(p->>'account_id', '') || ':' || (p->>'message_id')
+            ELSE 'payload:' || md5(p::text)
+        END;
     -- a key longer than 200 bytes (hostile ids) is hashed, so that it always fits the unique index
-    SELECT CASE WHEN octet_length(k) <= 200 THEN k ELSE 'md5:' || md5(k) END
-      FROM (SELECT CASE
-                WHEN p->>'event' = 'new_relation' AND p->>'user_provider_id' IS NOT NULL
-                    THEN 'new_relation:' || coalesce(p->>'account_id', '') || ':' || (p->>'user_provider_id')
-                WHEN p->>'event' IN ('message_received', 'message_reaction', 'message_read')
-                     AND p->>'message_id' IS NOT NULL
-                    THEN (p->>'event') || ':' || coalesce(p->>'account_id', '') || ':' || (p->>'message_id')
-                ELSE 'payload:' || md5(p::text)
-            END AS k) s
-$$;
+    RETURN CASE WHEN octet_length(k) <= 200 THEN k ELSE 'md5:' || md5(k) END;
+END $$;
 
 /*
  * sam._apply_webhook applies one stored event and returns its status and

@@ -69,7 +69,7 @@ SELECT sam.delete_account('acc-s');
 SELECT fn, count(*) FROM public.trap_calls GROUP BY fn ORDER BY fn;
 SELECT count(*) AS trap_calls FROM public.trap_calls;
 
--- only sam.now() has no search_path of its own: it names everything it uses with its schema
+-- every function not written in C has a search_path of its own (sam.now() is C: src/clock.c)
 SELECT p.proname FROM pg_proc p
  WHERE p.pronamespace = 'sam'::regnamespace AND p.prolang <> (SELECT oid FROM pg_language WHERE lanname = 'c')
    AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search\_path=%')
