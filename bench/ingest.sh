@@ -74,6 +74,14 @@ for sync in on off; do
 		echo "$sync $rate $p50 $p99" >>"$res"
 	done
 	bench_top_statements 10 | sed 's/^/    /' >&2
+	# batches so far (counters since the ingest started, warm-ups included)
+	curl -sf "$ingest_url/metrics" | awk '
+		/^sam_ingest_webhook_batches_total\{result="committed"\}/ { b = $2 }
+		/^sam_ingest_webhook_batches_total\{result="failed"\}/ { f = $2 }
+		/^sam_ingest_webhook_batched_total/ { w = $2 }
+		/^sam_ingest_requests_total\{route="\/api\/webhooks\/unipile",code="200"\}/ { t = $2 }
+		END { printf "    batches so far: %d committed (%d webhooks, %.1f a batch), %d failed; %d of %d webhooks in batches\n",
+		             b, w, b ? w / b : 0, f, w, t }' >&2
 done
 q -c "ALTER ROLE sam_ingestd RESET synchronous_commit" >/dev/null
 echo

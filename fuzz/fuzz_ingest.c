@@ -193,6 +193,46 @@ db_call(const char *sql, int nparams, const char *const *values,
 	}
 }
 
+/*
+ * db_call_batch (stub): each call is checked as db_call checks it; the
+ * batch commits when every call was answered a value, and fails as a whole
+ * otherwise (the ingest then makes the calls one by one).
+ */
+bool
+db_call_batch(const char *sql, unsigned n, int nparams,
+			  const char *const *values, const int *lengths,
+			  const int *formats, DbResult *outs, char *sqlstate)
+{
+	bool		ok = true;
+
+	CHECK(n >= 1 && n <= MAX_BATCH);
+	sqlstate[0] = '\0';
+	for (unsigned i = 0; i < n; i++)
+	{
+		db_call(sql, nparams, values + i * nparams, lengths + i * nparams,
+				formats, true, &outs[i]);
+		if (outs[i].outcome != DB_OK)
+		{
+			if (ok && outs[i].outcome == DB_ERROR)
+				memcpy(sqlstate, outs[i].sqlstate, 6);
+			ok = false;
+		}
+	}
+	if (!ok)
+		memset(outs, 0, sizeof(DbResult) * n);
+	return ok;
+}
+
+int
+pool_queued(void)
+{
+	int			n = 0;
+
+	for (PoolJob *j = jobs_head; j != NULL; j = j->next)
+		n++;
+	return n;
+}
+
 void
 db_result_clear(DbResult *r)
 {
@@ -216,20 +256,29 @@ pool_submit(PoolJob *job, struct MHD_Connection *conn)
 	return true;
 }
 
-/* run_jobs runs the queued jobs as the pool's workers would */
+/*
+ * drain_jobs runs the queued jobs as the pool's workers would: a webhook
+ * with the webhooks queued behind it, in one batch.
+ */
 static bool
-run_jobs(void)
+drain_jobs(void)
 {
 	bool		ran = false;
 
 	while (jobs_head)
 	{
-		PoolJob    *job = jobs_head;
+		PoolJob    *jobs[MAX_BATCH];
+		unsigned	n = 0;
 
-		jobs_head = job->next;
+		do
+		{
+			jobs[n++] = jobs_head;
+			jobs_head = jobs_head->next;
+		} while (jobs_head != NULL && n < MAX_BATCH &&
+				 jobs[0]->batchable && jobs_head->batchable);
 		if (jobs_head == NULL)
 			jobs_tail = NULL;
-		run_job(job, false);
+		run_jobs(jobs, n, false);
 		ran = true;
 	}
 	return ran;
@@ -343,7 +392,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 		}
 		MHD_run(daemon_);
-		if (run_jobs())
+		if (drain_jobs())
 		{
 			moved = true;
 			MHD_run(daemon_);
@@ -371,7 +420,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int round = 0; round < MAX_ROUNDS && ingest_in_flight > 0; round++)
 	{
 		MHD_run(daemon_);
-		run_jobs();
+		drain_jobs();
 	}
 	MHD_run(daemon_);
 	CHECK(!client_open && ingest_in_flight == 0);

@@ -19,13 +19,20 @@
 #include "sam_ingest.h"
 
 #include <poll.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Statements prepared on one connection (the route table's SQL texts). */
+#define MAX_PREPARED	16
+
 typedef struct DbThread
 {
 	PGconn	   *conn;
+	/* prepared[i] (an SQL text, by address) is prepared as "sam_ingest_<i>" */
+	const char *prepared[MAX_PREPARED];
+	int			nprepared;
 	bool		need_reset;		/* last call saw the connection break */
 	bool		down_logged;	/* "connection failed" already said */
 	int64_t		next_attempt_ns;	/* no (re)connect before this */
@@ -259,6 +266,7 @@ db_connection(bool check, bool *fresh)
 		PQreset(self->conn);
 
 	self->need_reset = false;
+	self->nprepared = 0;		/* a new session has no prepared statements */
 	*fresh = true;
 	db_refresh_cancel(self);
 	if (PQstatus(self->conn) != CONNECTION_OK)
@@ -300,6 +308,64 @@ db_is_connection_failure(PGconn *conn, const char *sqlstate)
 }
 
 /*
+ * db_prepare puts in name the prepared statement of sql on this thread's
+ * connection, preparing it first if needed; name is "" when the table of
+ * prepared statements is full (the caller sends the SQL text instead).
+ * False when PREPARE failed: *error is then its result (or NULL).
+ */
+static bool
+db_prepare(DbThread *self, const char *sql, int nparams, char *name,
+		   PGresult **error)
+{
+	int			i;
+
+	for (i = 0; i < self->nprepared; i++)
+		if (self->prepared[i] == sql)
+			break;
+	name[0] = '\0';
+	if (i == MAX_PREPARED)
+		return true;
+	snprintf(name, 32, "sam_ingest_%d", i);
+	if (i == self->nprepared)
+	{
+		PGresult   *res = PQprepare(self->conn, name, sql, nparams, NULL);
+
+		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			*error = res;
+			return false;
+		}
+		PQclear(res);
+		self->prepared[self->nprepared++] = sql;
+	}
+	return true;
+}
+
+/*
+ * db_exec runs sql on conn as a statement prepared once per connection:
+ * the webhook's call is then neither parsed nor planned again per
+ * request.  The SQL texts are the route table's constants, so they are
+ * known by their address.  A statement that cannot be prepared (say, the
+ * extension is not installed) answers the PREPARE's error and is prepared
+ * again next time; a session that lost its statements (DISCARD ALL by a
+ * pooler) answers SQLSTATE 26000, and db_call then prepares them again.
+ */
+static PGresult *
+db_exec(DbThread *self, const char *sql, int nparams,
+		const char *const *values, const int *lengths, const int *formats)
+{
+	char		name[32];
+	PGresult   *res = NULL;
+
+	if (!db_prepare(self, sql, nparams, name, &res))
+		return res;
+	if (name[0] == '\0')
+		return PQexecParams(self->conn, sql, nparams, NULL, values,
+							lengths, formats, 0);
+	return PQexecPrepared(self->conn, name, nparams, values, lengths, formats, 0);
+}
+
+/*
  * db_call runs one statement that returns one column of one row, with
  * parameters passed out of line (never pasted into the SQL), and fills
  * *out.  With may_retry, a call that found a previously good connection
@@ -329,7 +395,7 @@ db_call(const char *sql, int nparams, const char *const *values,
 		}
 
 		db_set_busy(db_self, true);
-		res = PQexecParams(conn, sql, nparams, NULL, values, lengths, formats, 0);
+		res = db_exec(db_self, sql, nparams, values, lengths, formats);
 		db_set_busy(db_self, false);
 		if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK &&
 			PQntuples(res) == 1 && PQnfields(res) == 1)
@@ -347,6 +413,13 @@ db_call(const char *sql, int nparams, const char *const *values,
 		}
 
 		state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		if (state != NULL && strcmp(state, "26000") == 0 && attempt == 0)
+		{
+			/* our prepared statements are gone: prepare them again */
+			PQclear(res);
+			db_self->nprepared = 0;
+			continue;
+		}
 		if (res == NULL || db_is_connection_failure(conn, state))
 		{
 			PQclear(res);
@@ -372,6 +445,138 @@ db_call(const char *sql, int nparams, const char *const *values,
 			out->message = PQresultErrorMessage(res);
 		return;
 	}
+}
+
+/*
+ * db_drop_connection closes a connection left in an unknown state (broken
+ * in the middle of a pipeline): the next call makes a new one.
+ */
+static void
+db_drop_connection(DbThread *self)
+{
+	PQfinish(self->conn);
+	self->conn = NULL;
+	self->nprepared = 0;
+	db_refresh_cancel(self);
+}
+
+/*
+ * db_call_batch runs the same statement n times, with the parameters of
+ * call i at values[i * nparams] (lengths likewise, formats shared), in one
+ * transaction and one round trip: the calls are pipelined and followed by
+ * one Sync, so they run in one implicit transaction that commits at the
+ * Sync.  True when every call returned one non-NULL value and the
+ * transaction committed: outs[i] then holds call i's value (the caller
+ * must db_result_clear each).  False when anything failed (a call's error,
+ * a NULL, the commit, the connection): nothing was committed, nothing is
+ * left in outs, and *sqlstate holds the first error's SQLSTATE or "".  The
+ * caller then makes the calls one by one, which only idempotent
+ * statements may be (a broken connection may have lost the answer to a
+ * commit that happened).
+ */
+bool
+db_call_batch(const char *sql, unsigned n, int nparams,
+			  const char *const *values, const int *lengths,
+			  const int *formats, DbResult *outs, char *sqlstate)
+{
+	DbThread   *self;
+	bool		fresh;
+	PGconn	   *conn = db_connection(false, &fresh);
+	PGresult   *res = NULL;
+	char		name[32];
+	bool		ok = true;
+	bool		synced = false;
+	unsigned	i;
+
+	sqlstate[0] = '\0';
+	memset(outs, 0, sizeof(DbResult) * n);
+	if (conn == NULL)
+		return false;
+	self = db_self;
+	if (!db_prepare(self, sql, nparams, name, &res) || name[0] == '\0')
+	{
+		PQclear(res);
+		return false;
+	}
+	if (!PQenterPipelineMode(conn))
+		return false;
+
+	db_set_busy(self, true);
+	for (i = 0; i < n && ok; i++)
+		ok = PQsendQueryPrepared(conn, name, nparams, values + i * nparams,
+								 lengths + i * nparams, formats, 0) == 1;
+	if (ok)
+		ok = PQpipelineSync(conn) == 1;
+	if (!ok)
+	{
+		/* could not even send: the connection is in an unknown state */
+		db_set_busy(self, false);
+		db_drop_connection(self);
+		return false;
+	}
+
+	/* each call's result, then NULL; then the Sync (after the commit) */
+	for (i = 0; i < n; i++)
+	{
+		PGresult   *extra;
+
+		res = PQgetResult(conn);
+		if (res == NULL)
+		{
+			ok = false;
+			break;
+		}
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+			PQnfields(res) == 1 && !PQgetisnull(res, 0, 0))
+		{
+			outs[i].res = res;
+			outs[i].outcome = DB_OK;
+			outs[i].value = PQgetvalue(res, 0, 0);
+			outs[i].value_len = (size_t) PQgetlength(res, 0, 0);
+		}
+		else
+		{
+			const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+			if (ok && st != NULL && strlen(st) == 5)
+				memcpy(sqlstate, st, 6);
+			ok = false;
+			PQclear(res);
+		}
+		while ((extra = PQgetResult(conn)) != NULL)
+			PQclear(extra);
+	}
+	while (i == n && (res = PQgetResult(conn)) != NULL)
+	{
+		ExecStatusType st = PQresultStatus(res);
+
+		if (st != PGRES_PIPELINE_SYNC)
+		{
+			/* the commit failed */
+			const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+			if (ok && code != NULL && strlen(code) == 5)
+				memcpy(sqlstate, code, 6);
+			ok = false;
+		}
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+		{
+			synced = true;
+			break;
+		}
+	}
+	db_set_busy(self, false);
+
+	if (!synced || !PQexitPipelineMode(conn) || PQstatus(conn) != CONNECTION_OK)
+	{
+		ok = false;
+		db_drop_connection(self);
+	}
+	if (!ok)
+		for (i = 0; i < n; i++)
+			db_result_clear(&outs[i]);
+	return ok;
 }
 
 /*

@@ -43,6 +43,8 @@ static uint64_t duration_hist[MAX_ROUTES][NUM_BUCKETS + 1];	/* not cumulative */
 static uint64_t duration_sum_ns[MAX_ROUTES];
 static uint64_t webhook_rejects[NUM_WEBHOOK_REJECTS];
 static uint64_t db_connects[2];		/* [0] failed, [1] ok */
+static uint64_t webhook_batches[2];	/* [0] failed as a whole, [1] committed */
+static uint64_t webhook_batched;	/* deliveries in committed batches */
 static time_t start_time;
 
 #define ADD(var, n)	__atomic_fetch_add(&(var), (n), __ATOMIC_RELAXED)
@@ -96,6 +98,18 @@ void
 metrics_db_connect(bool ok)
 {
 	ADD(db_connects[ok ? 1 : 0], 1);
+}
+
+/*
+ * metrics_webhook_batch counts a batch of n webhooks: committed together,
+ * or failed as a whole (its deliveries then made one by one).
+ */
+void
+metrics_webhook_batch(unsigned n, bool committed)
+{
+	ADD(webhook_batches[committed ? 1 : 0], 1);
+	if (committed)
+		ADD(webhook_batched, n);
 }
 
 /*
@@ -171,6 +185,21 @@ metrics_render(StrBuf *sb)
 			   "sam_ingest_db_connects_total{result=\"failed\"} %llu\n",
 			   (unsigned long long) GET(db_connects[1]),
 			   (unsigned long long) GET(db_connects[0]));
+	sb_appendf(sb,
+			   "# HELP sam_ingest_webhook_batches_total Batches of several webhooks stored in one transaction, by result (failed: made again one by one).\n"
+			   "# TYPE sam_ingest_webhook_batches_total counter\n"
+			   "sam_ingest_webhook_batches_total{result=\"committed\"} %llu\n"
+			   "sam_ingest_webhook_batches_total{result=\"failed\"} %llu\n"
+			   "# HELP sam_ingest_webhook_batched_total Webhooks stored in committed batches.\n"
+			   "# TYPE sam_ingest_webhook_batched_total counter\n"
+			   "sam_ingest_webhook_batched_total %llu\n"
+			   "# HELP sam_ingest_queued_requests Requests waiting for a database worker.\n"
+			   "# TYPE sam_ingest_queued_requests gauge\n"
+			   "sam_ingest_queued_requests %d\n",
+			   (unsigned long long) GET(webhook_batches[1]),
+			   (unsigned long long) GET(webhook_batches[0]),
+			   (unsigned long long) GET(webhook_batched),
+			   pool_queued());
 	sb_appendf(sb,
 			   "# HELP sam_ingest_in_flight_requests Requests being handled.\n"
 			   "# TYPE sam_ingest_in_flight_requests gauge\n"

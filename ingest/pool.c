@@ -13,6 +13,14 @@
  * accepts up to ten at a time) would serve them one after the other while
  * the other threads and their database connections stood idle.
  *
+ * Webhook deliveries are batched: a worker that takes a webhook also takes
+ * the webhooks queued right behind it, up to --batch, and stores them in
+ * one transaction (routes.c, db.c).  Nothing waits for a batch to fill:
+ * when the database keeps up, each worker finds one job and runs it alone;
+ * when it falls behind, requests queue while the workers are busy and the
+ * next worker takes them together, paying for one commit and one round
+ * trip instead of one per webhook.
+ *
  * ingest/pool.c
  *
  *-------------------------------------------------------------------------
@@ -28,53 +36,66 @@ static PoolJob *queue_head;
 static PoolJob *queue_tail;
 static bool pool_stopping;		/* no new jobs; workers exit when drained */
 static bool pool_aborting;		/* queued jobs are answered without SQL */
+static int	queue_length;
 static pthread_t *workers;
 static unsigned num_workers;
-static void (*pool_run) (PoolJob *job, bool abort);
+static unsigned batch_max = 1;
+static void (*pool_run) (PoolJob **jobs, unsigned n, bool abort);
 
 /*
- * pool_worker is the loop of one worker: take the oldest job, run it,
- * until the pool is stopping and the queue is empty.
+ * pool_worker is the loop of one worker: take the oldest job (and, if it
+ * is batchable, the batchable jobs right behind it), run them, until the
+ * pool is stopping and the queue is empty.
  */
 static void *
 pool_worker(void *arg)
 {
+	PoolJob    *jobs[MAX_BATCH];
+
 	(void) arg;
 	for (;;)
 	{
-		PoolJob    *job;
+		unsigned	n = 0;
 		bool		abort;
 
 		pthread_mutex_lock(&pool_lock);
 		while (queue_head == NULL && !pool_stopping)
 			pthread_cond_wait(&pool_cond, &pool_lock);
-		job = queue_head;
-		if (job == NULL)
+		if (queue_head == NULL)
 		{
 			pthread_mutex_unlock(&pool_lock);
 			break;
 		}
-		queue_head = job->next;
+		do
+		{
+			jobs[n++] = queue_head;
+			queue_head = queue_head->next;
+		} while (queue_head != NULL && n < batch_max &&
+				 jobs[0]->batchable && queue_head->batchable);
 		if (queue_head == NULL)
 			queue_tail = NULL;
+		queue_length -= (int) n;
 		abort = pool_aborting;
 		pthread_mutex_unlock(&pool_lock);
 
-		pool_run(job, abort);
+		pool_run(jobs, n, abort);
 	}
 	return NULL;				/* the thread's database connection closes */
 }
 
 /*
- * pool_start starts n workers that hand each job to run().  The stop
- * signals must already be blocked (workers inherit the mask).
+ * pool_start starts n workers that hand the jobs they take to run(), at
+ * most max_batch batchable jobs at a time.  The stop signals must already
+ * be blocked (workers inherit the mask).
  */
 void
-pool_start(unsigned n, void (*run) (PoolJob *job, bool abort))
+pool_start(unsigned n, unsigned max_batch,
+		   void (*run) (PoolJob **jobs, unsigned n, bool abort))
 {
 	unsigned	i;
 
 	pool_run = run;
+	batch_max = max_batch < 1 ? 1 : max_batch > MAX_BATCH ? MAX_BATCH : max_batch;
 	workers = calloc(n, sizeof(pthread_t));
 	if (workers == NULL)
 	{
@@ -115,9 +136,24 @@ pool_submit(PoolJob *job, struct MHD_Connection *conn)
 	else
 		queue_head = job;
 	queue_tail = job;
+	queue_length++;
 	pthread_cond_signal(&pool_cond);
 	pthread_mutex_unlock(&pool_lock);
 	return true;
+}
+
+/*
+ * pool_queued returns the number of jobs waiting for a worker (/metrics).
+ */
+int
+pool_queued(void)
+{
+	int			n;
+
+	pthread_mutex_lock(&pool_lock);
+	n = queue_length;
+	pthread_mutex_unlock(&pool_lock);
+	return n;
 }
 
 /*

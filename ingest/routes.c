@@ -54,6 +54,7 @@ const Route routes[] = {
 	CRON("/api/cron/check-pending-notifications", "check_pending_notifications"),
 	{"/healthz", RK_HEALTHZ, NULL, NULL, NULL},
 	{"/metrics", RK_METRICS, NULL, NULL, NULL},
+	{"/metrics/ingest", RK_METRICS_SELF, NULL, NULL, NULL},
 	/* catch-all: must stay last; its path is only the metrics label */
 	{"other", RK_NOT_FOUND, NULL, NULL, NULL},
 };
@@ -413,6 +414,7 @@ static enum MHD_Result
 dispatch(struct MHD_Connection *conn, Request *req)
 {
 	req->dispatched = true;
+	req->job.batchable = routes[req->route].kind == RK_WEBHOOK;
 	if (pool_submit(&req->job, conn))
 		return MHD_YES;
 	return respond_json(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
@@ -420,21 +422,82 @@ dispatch(struct MHD_Connection *conn, Request *req)
 }
 
 /*
- * run_job runs on a database worker: it makes the request's SQL call (or,
- * when the shutdown has given up waiting, answers 503 without one),
- * queues the answer and resumes the connection.  The request belongs to
- * the HTTP thread again once resumed, so it is not touched after that.
+ * handle_webhook_batch stores n webhook deliveries in one transaction
+ * (db_call_batch) and answers each with its own result once that has
+ * committed.  When the batch fails as a whole (a delivery that is not
+ * JSON, a deadlock with another batch, the connection), nothing of it was
+ * committed, and each delivery is made again on its own, so that each
+ * gets the answer it would have got alone: sam.ingest_webhook is
+ * idempotent.  A batch cancelled by the shutdown is answered 503.
+ */
+static void
+handle_webhook_batch(PoolJob **jobs, unsigned n)
+{
+	const char *values[MAX_BATCH * 2] = {0};
+	int			lengths[MAX_BATCH * 2] = {0};
+	int			formats[2] = {1, 0};
+	DbResult	outs[MAX_BATCH];
+	char		sqlstate[6];
+	unsigned	i;
+	bool		ok;
+
+	for (i = 0; i < n; i++)
+	{
+		Request    *req = (Request *) jobs[i];
+
+		values[2 * i] = req->body ? req->body : "";
+		lengths[2 * i] = (int) req->body_len;
+		values[2 * i + 1] = routes[req->route].source;
+		lengths[2 * i + 1] = 0;
+	}
+	ok = db_call_batch(WEBHOOK_SQL, n, 2, values, lengths, formats, outs, sqlstate);
+	metrics_webhook_batch(n, ok);
+	for (i = 0; i < n; i++)
+	{
+		Request    *req = (Request *) jobs[i];
+
+		if (ok)
+		{
+			respond(jobs[i]->conn, req, MHD_HTTP_OK, JSON_TYPE, outs[i].value,
+					outs[i].value_len, NULL);
+			db_result_clear(&outs[i]);
+		}
+		else if (strcmp(sqlstate, "57014") == 0 &&
+				 __atomic_load_n(&ingest_shutting_down, __ATOMIC_RELAXED))
+		{
+			metrics_webhook_reject(WR_DB_UNAVAILABLE);
+			respond_json(jobs[i]->conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
+						 "{\"error\":\"database unavailable\"}");
+		}
+		else
+			handle_webhook(jobs[i]->conn, req);
+	}
+}
+
+/*
+ * run_jobs runs on a database worker: it makes the requests' SQL calls
+ * (several webhooks in one transaction; or, when the shutdown has given up
+ * waiting, answers 503 without any), queues the answers and resumes the
+ * connections.  A request belongs to the HTTP thread again once resumed,
+ * so it is not touched after that.
  */
 void
-run_job(PoolJob *job, bool abort)
+run_jobs(PoolJob **jobs, unsigned n, bool abort)
 {
-	Request    *req = (Request *) job;
-	struct MHD_Connection *conn = job->conn;
+	unsigned	i;
 
 	if (abort)
-		respond_json(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
-					 "{\"error\":\"shutting down\"}");
+		for (i = 0; i < n; i++)
+			respond_json(jobs[i]->conn, (Request *) jobs[i],
+						 MHD_HTTP_SERVICE_UNAVAILABLE,
+						 "{\"error\":\"shutting down\"}");
+	else if (n > 1)
+		handle_webhook_batch(jobs, n);	/* only webhooks are batched */
 	else
+	{
+		Request    *req = (Request *) jobs[0];
+		struct MHD_Connection *conn = jobs[0]->conn;
+
 		switch (routes[req->route].kind)
 		{
 			case RK_WEBHOOK:
@@ -449,10 +512,13 @@ run_job(PoolJob *job, bool abort)
 			case RK_METRICS:
 				handle_metrics(conn, req);
 				break;
+			case RK_METRICS_SELF:
 			case RK_NOT_FOUND:
 				break;
 		}
-	MHD_resume_connection(conn);
+	}
+	for (i = 0; i < n; i++)
+		MHD_resume_connection(jobs[i]->conn);
 }
 
 /*
@@ -479,9 +545,21 @@ begin_request(struct MHD_Connection *conn, Request *req, const char *method,
 								"{\"error\":\"Not found\"}");
 		case RK_HEALTHZ:
 		case RK_METRICS:
+		case RK_METRICS_SELF:
 			if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 				return respond(conn, req, MHD_HTTP_METHOD_NOT_ALLOWED, JSON_TYPE,
 							   METHOD_NOT_ALLOWED, strlen(METHOD_NOT_ALLOWED), "GET, HEAD");
+			if (route->kind == RK_METRICS_SELF)
+			{
+				/* no database: answered here, even when every worker is busy */
+				StrBuf		sb = {0};
+				enum MHD_Result ret;
+
+				metrics_render(&sb);
+				ret = respond(conn, req, MHD_HTTP_OK, METRICS_TYPE, sb.data, sb.len, NULL);
+				sb_free(&sb);
+				return ret;
+			}
 			return dispatch(conn, req);
 		case RK_WEBHOOK:
 		case RK_CRON:

@@ -69,6 +69,8 @@ static const char usage_text[] =
 "  --max-body BYTES          largest request body [1048576]       SAM_INGEST_MAX_BODY\n"
 "  --threads N               HTTP threads, and database workers\n"
 "                            with one connection each [4]         SAM_INGEST_THREADS\n"
+"  --batch N                 most webhooks queued together that a\n"
+"                            worker stores in one transaction [16] SAM_INGEST_BATCH\n"
 "  --help, --version\n"
 "\n"
 "Without a webhook secret every webhook is answered 401; without a cron\n"
@@ -288,6 +290,7 @@ parse_config(int argc, char **argv)
 		{"cron-secret-file", required_argument, NULL, 'c'},
 		{"max-body", required_argument, NULL, 'm'},
 		{"threads", required_argument, NULL, 't'},
+		{"batch", required_argument, NULL, 'b'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -299,7 +302,8 @@ parse_config(int argc, char **argv)
 			   *f_header = NULL,
 			   *f_cfile = NULL,
 			   *f_max = NULL,
-			   *f_threads = NULL;
+			   *f_threads = NULL,
+			   *f_batch = NULL;
 	const char *v;
 	char	   *errmsg = NULL;
 	PQconninfoOption *opts;
@@ -356,6 +360,9 @@ parse_config(int argc, char **argv)
 			case 't':
 				f_threads = optarg;
 				break;
+			case 'b':
+				f_batch = optarg;
+				break;
 			case 'h':
 				fputs(usage_text, stdout);
 				exit(0);
@@ -395,6 +402,8 @@ parse_config(int argc, char **argv)
 												   1, MAX_MAX_BODY, "the body limit");
 	ingest_config.threads = (unsigned) parse_number(pick(f_threads, "SAM_INGEST_THREADS", "4"),
 													1, MAX_THREADS, "the thread count");
+	ingest_config.batch = (unsigned) parse_number(pick(f_batch, "SAM_INGEST_BATCH", "16"),
+												  1, MAX_BATCH, "the batch size");
 	ingest_config.webhook_header = xstrdup(pick(f_header, "SAM_WEBHOOK_HEADER", "Unipile-Auth"));
 	if (!valid_header_name(ingest_config.webhook_header))
 		die_usage("the webhook header must be an HTTP header name");
@@ -527,7 +536,7 @@ main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	pool_start(ingest_config.threads, run_job);
+	pool_start(ingest_config.threads, ingest_config.batch, run_jobs);
 
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
 		MHD_USE_ERROR_LOG;
@@ -556,9 +565,9 @@ main(int argc, char **argv)
 	}
 	info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
 
-	ingest_log("sam_ingest %s: %u threads, %s, body limit %zu bytes, "
-			   "webhook secret %s (header %s), cron secret %s",
-			   SAM_INGEST_VERSION, ingest_config.threads,
+	ingest_log("sam_ingest %s: %u threads, webhooks in batches of up to %u, "
+			   "%s, body limit %zu bytes, webhook secret %s (header %s), cron secret %s",
+			   SAM_INGEST_VERSION, ingest_config.threads, ingest_config.batch,
 			   (flags & MHD_USE_EPOLL) ? "epoll" : "poll", ingest_config.max_body,
 			   ingest_config.webhook_secret ? "set" : "NOT SET: every webhook gets 401",
 			   ingest_config.webhook_header,

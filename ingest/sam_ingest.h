@@ -33,6 +33,7 @@ typedef enum RouteKind
 	RK_CRON,					/* POST, x-cron-secret, SELECT sam.<fn>() */
 	RK_HEALTHZ,					/* GET, SELECT 1 */
 	RK_METRICS,					/* GET, own counters + sam.metrics_text() */
+	RK_METRICS_SELF,			/* GET, own counters only, no SQL */
 	RK_NOT_FOUND				/* everything else */
 } RouteKind;
 
@@ -61,6 +62,7 @@ typedef struct IngestConfig
 	size_t		cron_secret_len;
 	size_t		max_body;
 	unsigned	threads;
+	unsigned	batch;			/* most webhooks stored in one transaction */
 } IngestConfig;
 
 extern IngestConfig ingest_config;
@@ -98,17 +100,25 @@ extern void db_init(const char *conninfo);
 extern void db_call(const char *sql, int nparams, const char *const *values,
 					const int *lengths, const int *formats, bool may_retry,
 					DbResult *out);
+extern bool db_call_batch(const char *sql, unsigned n, int nparams,
+						  const char *const *values, const int *lengths,
+						  const int *formats, DbResult *outs, char *sqlstate);
 extern void db_result_clear(DbResult *r);
 extern void db_cancel_all(void);
 
 /* pool.c */
+#define MAX_BATCH	64			/* largest --batch */
+
 typedef struct PoolJob
 {
 	struct PoolJob *next;
 	struct MHD_Connection *conn;	/* suspended while queued and run */
+	bool		batchable;		/* may run with others of its kind (webhooks) */
 } PoolJob;
 
-extern void pool_start(unsigned n, void (*run) (PoolJob *job, bool abort));
+extern void pool_start(unsigned n, unsigned max_batch,
+					   void (*run) (PoolJob **jobs, unsigned n, bool abort));
+extern int	pool_queued(void);
 extern bool pool_submit(PoolJob *job, struct MHD_Connection *conn);
 extern void pool_abort(void);
 extern void pool_stop(void);
@@ -141,6 +151,7 @@ extern void metrics_init(void);
 extern void metrics_observe(int route, unsigned status, int64_t duration_ns);
 extern void metrics_webhook_reject(WebhookReject why);
 extern void metrics_db_connect(bool ok);
+extern void metrics_webhook_batch(unsigned n, bool committed);
 extern void metrics_render(StrBuf *sb);
 
 /* routes.c */
@@ -153,6 +164,6 @@ extern enum MHD_Result handle_request(void *cls, struct MHD_Connection *conn,
 extern void request_completed(void *cls, struct MHD_Connection *conn,
 							  void **con_cls,
 							  enum MHD_RequestTerminationCode toe);
-extern void run_job(PoolJob *job, bool abort);
+extern void run_jobs(PoolJob **jobs, unsigned n, bool abort);
 
 #endif							/* SAM_INGEST_H */

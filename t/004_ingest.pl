@@ -120,7 +120,7 @@ my $dup = '{"event": "message_received", "account_id": "acc-hook", "message_id":
 my $tmp = File::Temp->new;
 print $tmp $dup;
 close $tmp;
-my @curl = ('curl', '-s', '-Z', '--parallel-max', '20');
+my @curl = ('curl', '-s', '--no-progress-meter', '-Z', '--parallel-immediate', '--parallel-max', '20');
 push @curl, map { ('-o', '/dev/null', '-w', '%{http_code}\n', '-X', 'POST', '-H', "Unipile-Auth: $webhook_secret",
 	'-H', 'Content-Type: application/json', '--data-binary', '@' . $tmp->filename, "$base/api/webhooks/unipile",
 	($_ < 20 ? '--next' : ())) } 1 .. 20;
@@ -132,6 +132,74 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM sam.webhook_events WHERE d
 is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoHOOK1'"), 'replied', 'and applied once');
 ($st, $body) = post('/api/webhooks/unipile', '{"event": "mail_opened", "account_id": "acc-hook"}', 'Unipile-Auth' => $webhook_secret);
 like("$st $body", qr/^200 .*"status": "ignored"/, 'an unknown event is stored and ignored');
+
+# ---- webhooks queued while the database is busy: stored in one transaction --------------
+# A lock on the events table holds the 4 workers' calls (one delivery each, sent one after the
+# other); 12 more deliveries queue behind them.  Once the lock goes, a worker takes the queued
+# ones together (--batch: 16): they commit in one transaction.  A batch with a delivery that is
+# not JSON fails as a whole, and its deliveries are made again one by one, so that each gets the
+# answer it would have got alone.
+sub metric
+{
+	my ($name) = @_;
+	my $m = $http->get("$base/metrics/ingest")->{content};
+	return $m =~ /^\Q$name\E (\d+)$/m ? $1 : -1;
+}
+sub curl_posts
+{
+	my @bodies = @_;
+	my @cmd = ('curl', '-s', '--no-progress-meter', '-Z', '--parallel-immediate', '--parallel-max', scalar(@bodies));
+	for my $i (0 .. $#bodies)
+	{
+		push @cmd, '-o', '/dev/null', '-w', '%{http_code}\n', '-X', 'POST', '-H', "Unipile-Auth: $webhook_secret",
+		  '-H', 'Content-Type: application/json', '--data-binary', $bodies[$i], "$base/api/webhooks/unipile",
+		  ($i < $#bodies ? '--next' : ());
+	}
+	my $codes = '';
+	return (IPC::Run::start(\@cmd, \undef, \$codes), \$codes);
+}
+sub batch_event { return qq({"event": "message_read", "account_id": "acc-hook", "message_id": "batch-$_[0]"}); }
+# queued_round(NAME, BODIES...): the 4 workers held, BODIES queued, then released; the answers' codes, sorted
+sub queued_round
+{
+	my ($name, @bodies) = @_;
+	my $lock = $node->background_psql('postgres');
+	$lock->query_safe('BEGIN; LOCK TABLE sam.webhook_events IN SHARE ROW EXCLUSIVE MODE;');
+	my @running;
+	for my $w (1 .. 4)
+	{
+		push @running, [ curl_posts(batch_event("$name-held$w")) ];
+		poll_until_ok($node, "SELECT count(*) = $w FROM pg_stat_activity WHERE usename = 'sam_ingestd' AND wait_event_type = 'Lock'",
+			"$name: worker $w waits for the lock");
+	}
+	push @running, [ curl_posts(@bodies) ];
+	my $deadline = time() + 30;
+	usleep(20_000) while metric('sam_ingest_queued_requests') < @bodies && time() < $deadline;
+	is(metric('sam_ingest_queued_requests'), scalar(@bodies), "$name: the other deliveries wait in the queue");
+	$lock->query_safe('COMMIT;');
+	$lock->quit;
+	my $codes = '';
+	for my $r (@running)
+	{
+		$r->[0]->finish;
+		$codes .= ${ $r->[1] };
+	}
+	return join(',', sort split /\n/, $codes);
+}
+
+my $committed_before = metric('sam_ingest_webhook_batches_total{result="committed"}');
+my $failed_before = metric('sam_ingest_webhook_batches_total{result="failed"}');
+my $batched_before = metric('sam_ingest_webhook_batched_total');
+is(queued_round('good', map { batch_event("good$_") } 1 .. 12), join(',', ('200') x 16), 'good: all 16 answered 200');
+is(metric('sam_ingest_webhook_batches_total{result="committed"}') - $committed_before, 1,
+	'the 12 queued deliveries were stored in one batch');
+is(metric('sam_ingest_webhook_batched_total') - $batched_before, 12, 'of 12');
+is(queued_round('bad', (map { batch_event("bad$_") } 1 .. 11), '{"event": not json'), join(',', ('200') x 15, '400'),
+	'bad: the 15 good deliveries answered 200, the one that is not JSON 400');
+is(metric('sam_ingest_webhook_batches_total{result="failed"}') - $failed_before, 1,
+	'the batch with the bad delivery failed as a whole, and was made again one by one');
+is($node->safe_psql('postgres', "SELECT count(*) || ' ' || count(DISTINCT dedupe_key) || ' ' || count(*) FILTER (WHERE status = 'ignored' AND attempts = 1) FROM sam.webhook_events WHERE dedupe_key LIKE 'message_read:acc-hook:batch-%'"),
+	'31 31 31', 'each delivery stored once and applied once');
 
 # ---- the ingest's role ---------------------------------------------------------------
 my ($ret, $o, $e) = $node->psql('postgres', 'SELECT count(*) FROM sam.prospects', extra_params => [ '-U', 'sam_ingestd' ]);

@@ -102,7 +102,7 @@ while (@pending && $round < 30)
 {
 	$round++;
 	my $dir = File::Temp->newdir;
-	my @curl = ('curl', '-s', '-Z', '--parallel-max', '8');
+	my @curl = ('curl', '-s', '--no-progress-meter', '-Z', '--parallel-immediate', '--parallel-max', '8');
 	for my $i (@pending)
 	{
 		my $f = "$dir/$i.json";
