@@ -211,6 +211,8 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_READDATA, req));
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, seek_callback));
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_SEEKDATA, req));
+		/* the smallest upload buffer (64 kB by default, allocated per transfer) */
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, 16384L));
 	}
 	if (req->headers == NULL)
 		ereport(ERROR,
