@@ -16,6 +16,8 @@
 #        (the moment of acceptance).
 #
 #     RUNS=3  THREADS=4 (sam_ingest --threads)  CONNS=8 (wrk -c)
+#     BATCHES="1 16"  the ingest's --batch values measured side by side (the
+#            ingest is restarted for each; 1: one transaction per webhook)
 #     PGSS=1  prints the statements that took the most time
 #     PG_PORT=21461 MOCK_PORT=21462 INGEST_PORT=21463
 #
@@ -45,18 +47,20 @@ bench_cluster_start "${PG_PORT:-21461}" "sam.unipile_dsn = '$mock_url'" "max_con
 bench_mock_start "$mock_port"
 q -c "SELECT sam.create_account('bench-account', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00',
                                 work_end => '00:00', spacing_min => '0', spacing_max => '0')" >/dev/null
-bench_ingest_start "$ingest_port"
-secret=$SAM_BENCH_SECRET
+batches=${BATCHES:-1 16}
 WRK=(wrk)
 [ "$(id -u)" = 0 ] && WRK=(nice -n -10 wrk)
 
 bench_machine
 echo "inputs: wrk -t1 -c$conns -d${secs}s new_relation webhooks (unmatched: stored and applied), sam_ingest --threads $threads,"
-echo "        RUNS=$runs; then $lat_n invitations accepted 1-3 s after they are sent, new_relation delivered by the mock"
+echo "        --batch in $batches, RUNS=$runs; then $lat_n invitations accepted 1-3 s after they are sent, new_relation delivered by the mock"
 echo
-printf '%-4s %-18s %10s %8s %8s %8s %8s %6s\n' run synchronous_commit webhooks/s p50_ms p90_ms p99_ms errors load
+printf '%-4s %-6s %-18s %10s %8s %8s %8s %8s %6s\n' run batch synchronous_commit webhooks/s p50_ms p90_ms p99_ms errors load
 res="$BENCH_DIR/results"
 : >"$res"
+for batch in $batches; do
+[ -z "${INGEST_PID:-}" ] || { kill "$INGEST_PID"; wait "$INGEST_PID" 2>/dev/null || true; }
+SAM_INGEST_BATCH=$batch bench_ingest_start "$ingest_port"
 for sync in on off; do
 	q -c "ALTER ROLE sam_ingestd SET synchronous_commit = '$sync'" >/dev/null
 	# connections are opened at start: restart the pool by reconnecting (the daemon reconnects on failure)
@@ -70,8 +74,8 @@ for sync in on off; do
 		rate=$(echo "$out" | sed -n 's/^requests: .* = \([0-9]*\) req\/s.*/\1/p')
 		errs=$(echo "$out" | sed -n 's/.*non-200: \([0-9]*\); socket errors: \([0-9]*\).*/\1+\2/p')
 		read -r p50 p90 p99 <<<"$(echo "$out" | sed -n 's/^latency ms: p50 \([0-9.]*\) *p90 \([0-9.]*\) *p99 \([0-9.]*\).*/\1 \2 \3/p')"
-		printf '%-4s %-18s %10s %8s %8s %8s %8s %6s\n' "$r" "$sync" "$rate" "$p50" "$p90" "$p99" "$((errs))" "$(bench_load)"
-		echo "$sync $rate $p50 $p99" >>"$res"
+		printf '%-4s %-6s %-18s %10s %8s %8s %8s %8s %6s\n' "$r" "$batch" "$sync" "$rate" "$p50" "$p90" "$p99" "$((errs))" "$(bench_load)"
+		echo "$batch:$sync $rate $p50 $p99" >>"$res"
 	done
 	bench_top_statements 10 | sed 's/^/    /' >&2
 	# batches so far (counters since the ingest started, warm-ups included)
@@ -83,11 +87,16 @@ for sync in on off; do
 		END { printf "    batches so far: %d committed (%d webhooks, %.1f a batch), %d failed; %d of %d webhooks in batches\n",
 		             b, w, b ? w / b : 0, f, w, t }' >&2
 done
+done
 q -c "ALTER ROLE sam_ingestd RESET synchronous_commit" >/dev/null
+secret=$SAM_BENCH_SECRET		# that of the ingest still running
 echo
-for sync in on off; do
-	echo "median, synchronous_commit $sync: $(awk -v s=$sync '$1 == s {print $2}' "$res" | median) webhooks/s," \
-		"p50 $(awk -v s=$sync '$1 == s {print $3}' "$res" | median) ms, p99 $(awk -v s=$sync '$1 == s {print $4}' "$res" | median) ms"
+for batch in $batches; do
+	for sync in on off; do
+		k="$batch:$sync"
+		echo "median, --batch $batch, synchronous_commit $sync: $(awk -v s=$k '$1 == s {print $2}' "$res" | median) webhooks/s," \
+			"p50 $(awk -v s=$k '$1 == s {print $3}' "$res" | median) ms, p99 $(awk -v s=$k '$1 == s {print $4}' "$res" | median) ms"
+	done
 done
 echo "stored webhook events: $(q -c "SELECT count(*) FROM sam.webhook_events")"
 

@@ -154,11 +154,15 @@ bench_mock_start() {
 # sam.ingest_webhook), starts ingest/sam_ingest --threads ${THREADS:-4} on
 # PORT with a fresh webhook secret (exported as SAM_BENCH_SECRET, as
 # ingest/test/bench_webhook.lua wants it) and waits until it listens; sets
-# INGEST_PID
+# INGEST_PID.  SAM_INGEST_BATCH in the environment sets its --batch.
 bench_ingest_start() {
 	local port=$1
 	q <<-SQL >/dev/null
-		CREATE ROLE sam_ingestd LOGIN IN ROLE sam_ingest;
+		DO \$\$ BEGIN
+		    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sam_ingestd') THEN
+		        CREATE ROLE sam_ingestd LOGIN IN ROLE sam_ingest;
+		    END IF;
+		END \$\$;
 	SQL
 	SAM_BENCH_SECRET="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 	export SAM_BENCH_SECRET
