@@ -19,8 +19,8 @@
 #include "sam_ingest.h"
 
 #include <poll.h>
-#include <stdio.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

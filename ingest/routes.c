@@ -202,14 +202,24 @@ respond_json_message(struct MHD_Connection *conn, Request *req,
 }
 
 /*
+ * sqlstate_is_shutdown_cancel tells whether an error's SQLSTATE is the
+ * cancellation the shutdown asked for (see pool_abort).
+ */
+static bool
+sqlstate_is_shutdown_cancel(const char *sqlstate)
+{
+	return strcmp(sqlstate, "57014") == 0 &&
+		__atomic_load_n(&ingest_shutting_down, __ATOMIC_RELAXED);
+}
+
+/*
  * cancelled_by_shutdown tells whether a call failed because the shutdown
  * cancelled it (see pool_abort): that is answered 503, not 500.
  */
 static bool
 cancelled_by_shutdown(const DbResult *r)
 {
-	return r->outcome == DB_ERROR && strcmp(r->sqlstate, "57014") == 0 &&
-		__atomic_load_n(&ingest_shutting_down, __ATOMIC_RELAXED);
+	return r->outcome == DB_ERROR && sqlstate_is_shutdown_cancel(r->sqlstate);
 }
 
 /*
@@ -462,8 +472,7 @@ handle_webhook_batch(PoolJob **jobs, unsigned n)
 					outs[i].value_len, NULL);
 			db_result_clear(&outs[i]);
 		}
-		else if (strcmp(sqlstate, "57014") == 0 &&
-				 __atomic_load_n(&ingest_shutting_down, __ATOMIC_RELAXED))
+		else if (sqlstate_is_shutdown_cancel(sqlstate))
 		{
 			metrics_webhook_reject(WR_DB_UNAVAILABLE);
 			respond_json(jobs[i]->conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,

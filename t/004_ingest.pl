@@ -115,18 +115,27 @@ is($st, 200, 'Unipile retries it (the seed\'s URL): 200');
 like($body, qr/"duplicate": true/, 'acknowledged as a duplicate');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM sam.webhook_events') - $before, 1, 'stored once');
 
+# curl_posts(BODIES...): posts each body as a webhook, all at once (curl -Z); the curl
+# process and a reference to its output (an HTTP code a line)
+sub curl_posts
+{
+	my @bodies = @_;
+	my @cmd = ('curl', '-s', '--no-progress-meter', '-Z', '--parallel-immediate', '--parallel-max', scalar(@bodies));
+	for my $i (0 .. $#bodies)
+	{
+		push @cmd, '-o', '/dev/null', '-w', '%{http_code}\n', '-X', 'POST', '-H', "Unipile-Auth: $webhook_secret",
+		  '-H', 'Content-Type: application/json', '--data-binary', $bodies[$i], "$base/api/webhooks/unipile",
+		  ($i < $#bodies ? '--next' : ());
+	}
+	my $codes = '';
+	return (IPC::Run::start(\@cmd, \undef, \$codes), \$codes);
+}
+
 # twenty concurrent deliveries of the same event
 my $dup = '{"event": "message_received", "account_id": "acc-hook", "message_id": "concurrent-1", "message": "hi", "sender": {"attendee_provider_id": "ACoHOOK1"}}';
-my $tmp = File::Temp->new;
-print $tmp $dup;
-close $tmp;
-my @curl = ('curl', '-s', '--no-progress-meter', '-Z', '--parallel-immediate', '--parallel-max', '20');
-push @curl, map { ('-o', '/dev/null', '-w', '%{http_code}\n', '-X', 'POST', '-H', "Unipile-Auth: $webhook_secret",
-	'-H', 'Content-Type: application/json', '--data-binary', '@' . $tmp->filename, "$base/api/webhooks/unipile",
-	($_ < 20 ? '--next' : ())) } 1 .. 20;
-my $codes = '';
-IPC::Run::run(\@curl, \undef, \$codes);
-is(join(',', sort { $a <=> $b } split /\n/, $codes), join(',', ('200') x 20), 'twenty concurrent deliveries: all acknowledged');
+my ($twenty, $codes) = curl_posts(($dup) x 20);
+$twenty->finish;
+is(join(',', sort { $a <=> $b } split /\n/, $$codes), join(',', ('200') x 20), 'twenty concurrent deliveries: all acknowledged');
 is($node->safe_psql('postgres', "SELECT count(*) FROM sam.webhook_events WHERE dedupe_key LIKE 'message_received:acc-hook:concurrent-1'"),
 	'1', 'stored once');
 is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoHOOK1'"), 'replied', 'and applied once');
@@ -144,19 +153,6 @@ sub metric
 	my ($name) = @_;
 	my $m = $http->get("$base/metrics/ingest")->{content};
 	return $m =~ /^\Q$name\E (\d+)$/m ? $1 : -1;
-}
-sub curl_posts
-{
-	my @bodies = @_;
-	my @cmd = ('curl', '-s', '--no-progress-meter', '-Z', '--parallel-immediate', '--parallel-max', scalar(@bodies));
-	for my $i (0 .. $#bodies)
-	{
-		push @cmd, '-o', '/dev/null', '-w', '%{http_code}\n', '-X', 'POST', '-H', "Unipile-Auth: $webhook_secret",
-		  '-H', 'Content-Type: application/json', '--data-binary', $bodies[$i], "$base/api/webhooks/unipile",
-		  ($i < $#bodies ? '--next' : ());
-	}
-	my $codes = '';
-	return (IPC::Run::start(\@cmd, \undef, \$codes), \$codes);
 }
 sub batch_event { return qq({"event": "message_read", "account_id": "acc-hook", "message_id": "batch-$_[0]"}); }
 # queued_round(NAME, BODIES...): the 4 workers held, BODIES queued, then released; the answers' codes, sorted
