@@ -28,6 +28,12 @@
 #     PG_PORT=21441
 #     PLANS=0      do not print the plans
 #     PGSS=1       prints the statements that took the most time in each job
+#     FLOOR=0      do not measure the floor: the same number of outbox rows as
+#                  the follow-ups queue, written by one INSERT ... SELECT of
+#                  ready-made rows, into sam.outbox, into a copy of it without
+#                  the foreign key, and into a plain table of the same columns
+#                  with no index, constraint or default (what writing the rows
+#                  costs, whatever the job around it does)
 #
 # bench/due_work.sh
 
@@ -96,6 +102,40 @@ time_job() {
 	done | median
 }
 
+# the floor's tables: sam.outbox without its foreign key, and the bare columns
+q <<-SQL >/dev/null
+	CREATE TABLE public.floor_nofk (LIKE sam.outbox INCLUDING ALL);
+	CREATE TABLE public.floor_plain (account_id text, campaign_id bigint, prospect_id bigint, kind text,
+	                                 idempotency_key text, request jsonb, not_before timestamptz,
+	                                 job_run_id bigint, context jsonb, created_at timestamptz, updated_at timestamptz);
+SQL
+
+# floor TABLE N ACCOUNTS: median ms of inserting N follow-up-like rows of the benchmark's
+# ACCOUNTS accounts into TABLE, rolled back
+floor() {
+	local table=$1 n=$2 accounts=$3 i
+	for i in $(seq "$runs"); do
+		q <<-SQL | sed -n 's/.*Execution Time: \([0-9.]*\) ms.*/\1/p'
+			BEGIN;
+			EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON)
+			INSERT INTO $table (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before,
+			                    job_run_id, context, created_at, updated_at)
+			SELECT 'acct' || (i % $accounts + 1), i % $accounts + 1, i, 'start_chat', 'message:' || i || ':1',
+			       jsonb_build_object('method', 'POST', 'path', '/api/v1/chats',
+			           'form', jsonb_build_array(jsonb_build_array('account_id', 'acct' || (i % $accounts + 1)),
+			                                     jsonb_build_array('attendees_ids', 'ACoP' || i),
+			                                     jsonb_build_array('text', 'Thanks for connecting, First' || i || '! How is Company 1?'))),
+			       now() + i * interval '1 second', 1,
+			       jsonb_build_object('step', 1, 'text', 'Thanks for connecting, First' || i || '! How is Company 1?',
+			                          'chat_id', NULL),
+			       now(), now()
+			  FROM generate_series(1, $n) i;
+			ROLLBACK;
+		SQL
+		q -c "VACUUM $table" >/dev/null
+	done | median
+}
+
 printf '%-10s %-9s %-27s %8s %10s %12s %6s\n' size due job ms due/s queued load
 for size in $sizes; do
 	t0=$(date +%s)
@@ -122,6 +162,13 @@ for size in $sizes; do
 		printf '%-10s %-9s %-27s %8.0f %10.0f %12s %6s\n' "$size" "$due" "$job" "$ms" \
 			"$(echo "$queued $ms" | awk '{ print ($2 > 0 ? $1 * 1000 / $2 : 0) }')" "$queued" "$(bench_load)"
 	done
+	if [ "${FLOOR:-1}" != 0 ]; then
+		for table in sam.outbox public.floor_nofk public.floor_plain; do
+			ms=$(floor "$table" "$due" "$accounts")
+			printf '%-10s %-9s %-27s %8.0f %10.0f %12s %6s\n' "$size" "$due" "floor: $table" "$ms" \
+				"$(echo "$due $ms" | awk '{ print ($2 > 0 ? $1 * 1000 / $2 : 0) }')" "$due" "$(bench_load)"
+		done
+	fi
 	if [ "${PLANS:-1}" != 0 ]; then
 		echo "  plans at $size prospects (the queries that find due work):"
 		q <<-SQL | sed 's/^/    /'

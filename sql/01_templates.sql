@@ -27,3 +27,23 @@ SELECT sam.render_template('Hi {}', '{}');
 SELECT sam.template_variables('Hi {first_name|there}, {company}. {{x}}');
 SELECT sam.template_variables('plain');
 SELECT length(sam.render_template(repeat('a', 1000000) || '{x}', '{"x": "b"}'));
+-- the queueing jobs render from a prospect's fields: the same answer as from sam._prospect_vars(p),
+-- a standard field that is set (even empty) over a custom variable of its name, NULL fields not
+CREATE TEMP TABLE render_cases (variables jsonb, first_name text, last_name text, company text, title text);
+INSERT INTO render_cases VALUES
+    ('{}', 'Alice', 'Smith', 'Acme', 'CTO'),
+    ('{"first_name": "Custom", "topic": "databases"}', NULL, NULL, NULL, NULL),
+    ('{"first_name": "Custom", "company": "Old"}', '', NULL, 'New', NULL),
+    ('{"title": 7, "topic": true}', NULL, 'Lee', NULL, NULL),
+    ('{"topic": ""}', 'Zoé 🚀', NULL, NULL, '{company}');
+SELECT t.template, r.first_name, r.company, x.fields, x.fields IS NOT DISTINCT FROM x.jsonb AS same
+  FROM render_cases r
+ CROSS JOIN (VALUES ('Hi {first_name|there} of {company|your company} ({title|?}) on {topic|x}'),
+                    ('{last_name}'), ('Hi {first_name')) t (template)
+ CROSS JOIN LATERAL (
+     SELECT sam._try_render(t.template, r.variables, r.first_name, r.last_name, r.company, r.title) AS fields,
+            sam._try_render(t.template, r.variables || jsonb_strip_nulls(jsonb_build_object(
+                'first_name', r.first_name, 'last_name', r.last_name, 'company', r.company, 'title', r.title))) AS jsonb) x
+ ORDER BY 1, 2, 3, 4;
+SELECT sam._try_render(NULL, '{}', 'a', 'b', 'c', 'd') IS NULL AS null_template,
+       sam._try_render('{first_name}', NULL, 'Ann', NULL, NULL, NULL) AS no_variables;

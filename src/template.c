@@ -4,7 +4,8 @@
  *	  The message template renderer shared by connection notes and
  *	  follow-up messages: the SQL functions sam.render_template(),
  *	  sam._try_render() (the same, answering errors as data, for the jobs
- *	  that render a batch in one statement) and sam.template_variables().
+ *	  that render a batch in one statement, from a jsonb object or from a
+ *	  prospect's fields) and sam.template_variables().
  *
  *	  The parsing and rendering themselves are in template_core.c, plain C
  *	  that the fuzzing harness (fuzz/fuzz_template.c) runs without a
@@ -33,6 +34,23 @@
 PG_FUNCTION_INFO_V1(sam_render_template);
 PG_FUNCTION_INFO_V1(sam_template_variables);
 PG_FUNCTION_INFO_V1(sam_try_render);
+PG_FUNCTION_INFO_V1(sam_try_render_fields);
+
+/*
+ * The standard fields of a prospect, in the order sam._try_render's
+ * six-argument form takes them after variables; sam._prospect_vars() puts
+ * them over the custom variables the same way.
+ */
+static const char *const field_names[] = {"first_name", "last_name", "company", "title"};
+
+#define NFIELDS lengthof(field_names)
+
+/* the lookup argument of a render from a prospect's fields */
+typedef struct FieldVars
+{
+	Jsonb	   *variables;		/* custom variables, or NULL */
+	text	   *fields[NFIELDS];	/* the standard fields; NULL when SQL NULL */
+} FieldVars;
 
 /*
  * template_error_message is the message of a template syntax error, the
@@ -152,6 +170,32 @@ lookup_value(void *arg, const char *name, size_t *len)
 	return value;
 }
 
+/*
+ * lookup_field is the lookup callback of a render from a prospect's fields:
+ * a standard field that is not NULL wins over a custom variable of the
+ * same name (an empty one means no value, as in the jsonb form), as in
+ * variables || jsonb_strip_nulls(jsonb_build_object(fields...)).
+ */
+static const char *
+lookup_field(void *arg, const char *name, size_t *len)
+{
+	FieldVars  *fv = arg;
+	int			i;
+
+	for (i = 0; i < (int) NFIELDS; i++)
+	{
+		if (strcmp(name, field_names[i]) != 0)
+			continue;
+		if (fv->fields[i] == NULL)
+			break;
+		if (VARSIZE_ANY_EXHDR(fv->fields[i]) == 0)
+			return NULL;
+		*len = VARSIZE_ANY_EXHDR(fv->fields[i]);
+		return VARDATA_ANY(fv->fields[i]);
+	}
+	return lookup_value(fv->variables, name, len);
+}
+
 /* append_output is the append callback of tc_render: into a StringInfo */
 static void
 append_output(void *arg, const char *data, size_t len)
@@ -165,7 +209,8 @@ append_output(void *arg, const char *data, size_t len)
  * and no fallback (whose name is then in *missing); NULL when it rendered.
  */
 static char *
-render(text *tmpl, Jsonb *vars, bool quiet, StringInfo out, char **missing)
+render_with(text *tmpl, const char *(*lookup) (void *, const char *, size_t *),
+			void *lookup_arg, bool quiet, StringInfo out, char **missing)
 {
 	const char *src = VARDATA_ANY(tmpl);
 	TemplatePart *parts;
@@ -179,7 +224,7 @@ render(text *tmpl, Jsonb *vars, bool quiet, StringInfo out, char **missing)
 	if (parts == NULL)
 		return error;
 	initStringInfo(out);
-	stopped = tc_render(src, parts, nparts, lookup_value, vars,
+	stopped = tc_render(src, parts, nparts, lookup, lookup_arg,
 						append_output, out);
 	if (stopped < nparts)
 	{
@@ -189,6 +234,36 @@ render(text *tmpl, Jsonb *vars, bool quiet, StringInfo out, char **missing)
 	}
 	pfree(parts);
 	return error;
+}
+
+/* render renders a template with the variables of a jsonb object (see render_with) */
+static char *
+render(text *tmpl, Jsonb *vars, bool quiet, StringInfo out, char **missing)
+{
+	return render_with(tmpl, lookup_value, vars, quiet, out, missing);
+}
+
+/* try_render_result is sam._try_render's answer: {text, NULL} or {NULL, error} */
+static Datum
+try_render_result(StringInfo out, const char *error)
+{
+	Datum		elems[2];
+	bool		nulls[2] = {false, false};
+	int			dims[1] = {2};
+	int			lbs[1] = {1};
+
+	if (error == NULL)
+	{
+		elems[0] = PointerGetDatum(cstring_to_text_with_len(out->data, out->len));
+		nulls[1] = true;
+	}
+	else
+	{
+		nulls[0] = true;
+		elems[1] = PointerGetDatum(cstring_to_text(error));
+	}
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 /*
@@ -224,32 +299,40 @@ sam_render_template(PG_FUNCTION_ARGS)
 Datum
 sam_try_render(PG_FUNCTION_ARGS)
 {
-	text	   *tmpl;
 	Jsonb	   *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	StringInfoData out;
 	char	   *missing;
 	char	   *error;
-	Datum		elems[2];
-	bool		nulls[2] = {false, false};
-	int			dims[1] = {2};
-	int			lbs[1] = {1};
 
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	tmpl = PG_GETARG_TEXT_PP(0);
-	error = render(tmpl, vars, true, &out, &missing);
-	if (error == NULL)
-	{
-		elems[0] = PointerGetDatum(cstring_to_text_with_len(out.data, out.len));
-		nulls[1] = true;
-	}
-	else
-	{
-		nulls[0] = true;
-		elems[1] = PointerGetDatum(cstring_to_text(error));
-	}
-	PG_RETURN_ARRAYTYPE_P(construct_md_array(elems, nulls, 1, dims, lbs,
-											 TEXTOID, -1, false, TYPALIGN_INT));
+	error = render(PG_GETARG_TEXT_PP(0), vars, true, &out, &missing);
+	PG_RETURN_DATUM(try_render_result(&out, error));
+}
+
+/*
+ * sam._try_render(template text, variables jsonb, first_name text,
+ * last_name text, company text, title text) returns text[]: the same as
+ * sam._try_render(template, sam._prospect_vars(p)) for a prospect p, with
+ * the fields looked up where they are instead of built into a jsonb object
+ * per prospect (which cost the queueing jobs 2 to 5 us per prospect).
+ */
+Datum
+sam_try_render_fields(PG_FUNCTION_ARGS)
+{
+	FieldVars	fv;
+	StringInfoData out;
+	char	   *missing;
+	char	   *error;
+	int			i;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	fv.variables = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
+	for (i = 0; i < (int) NFIELDS; i++)
+		fv.fields[i] = PG_ARGISNULL(i + 2) ? NULL : PG_GETARG_TEXT_PP(i + 2);
+	error = render_with(PG_GETARG_TEXT_PP(0), lookup_field, &fv, true, &out, &missing);
+	PG_RETURN_DATUM(try_render_result(&out, error));
 }
 
 /*
