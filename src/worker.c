@@ -4,7 +4,7 @@
  *	  The sam_ext background worker: the only process that talks to
  *	  Unipile.
  *
- *	  Loop: claim due outbox rows (sam._claim, FOR UPDATE SKIP LOCKED) and
+ *	  Loop: claim due outbox rows (sam._claim_requests, FOR UPDATE SKIP LOCKED) and
  *	  commit them as in_flight; run their HTTP calls concurrently with
  *	  libcurl multi while no transaction is open; record the results in a new
  *	  transaction (sam._complete), which applies the state transitions.  When
@@ -36,6 +36,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -149,27 +150,184 @@ extension_installed(void)
 	return found;
 }
 
-/* text_array_to_cstrings copies the elements of a text[] into cxt */
-static char **
-text_array_to_cstrings(Datum d, bool isnull, int *n, MemoryContext cxt)
+/*
+ * The request objects sam._claim_requests answers are read here, in C:
+ * {"method", "path", "query": {name: value}, "json": {...} | "form":
+ * [[name, value], ...]}.  sam._claim gives the same in columns, built in
+ * SQL; the two must agree (the TAP tests send through this path, the
+ * pg_regress tests read sam._claim).
+ */
+
+static char *build_url(const char *path, char **qn, char **qv, int nq, bool *external);
+
+/*
+ * json_value_text is the text of a JSON value as ->> gives it: a string as
+ * is, anything else as its JSON text; NULL for JSON null.  Allocated in the
+ * current memory context.
+ */
+static char *
+json_value_text(JsonbValue *v)
 {
-	ArrayType  *arr;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			count;
-	char	  **out;
+	switch (v->type)
+	{
+		case jbvNull:
+			return NULL;
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvBinary:
+			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+		default:
+			{
+				Jsonb	   *jb = JsonbValueToJsonb(v);
+
+				return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+			}
+	}
+}
+
+/* request_member finds a member of the request object; NULL when absent */
+static JsonbValue *
+request_member(Jsonb *request, const char *key, JsonbValue *buf)
+{
+	if (!JB_ROOT_IS_OBJECT(request))
+		return NULL;
+	return getKeyJsonValueFromContainer(&request->root, key, strlen(key), buf);
+}
+
+/* query_param_cmp orders query parameters by name (bytes, as COLLATE "C") */
+static int
+query_param_cmp(const void *a, const void *b)
+{
+	return strcmp(((char *const *) a)[0], ((char *const *) b)[0]);
+}
+
+/*
+ * request_query reads the request's "query" object into *names and
+ * *values (in name order; a JSON null is an empty value).  Returns how many.
+ */
+static int
+request_query(Jsonb *request, char ***names, char ***values)
+{
+	JsonbValue	buf;
+	JsonbValue *query = request_member(request, "query", &buf);
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+	char	  **pairs;
+	int			n = 0;
+	int			size;
 	int			i;
 
-	*n = 0;
-	if (isnull)
-		return NULL;
-	arr = DatumGetArrayTypeP(d);
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &count);
-	out = MemoryContextAllocZero(cxt, sizeof(char *) * (count + 1));
-	for (i = 0; i < count; i++)
-		out[i] = MemoryContextStrdup(cxt, nulls[i] ? "" : TextDatumGetCString(elems[i]));
-	*n = count;
-	return out;
+	*names = *values = NULL;
+	if (query == NULL || query->type != jbvBinary ||
+		!JsonContainerIsObject(query->val.binary.data))
+		return 0;
+	size = JsonContainerSize(query->val.binary.data);
+	pairs = palloc0(sizeof(char *) * 2 * (size + 1));
+	it = JsonbIteratorInit(query->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY && n < size)
+			pairs[2 * n] = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE && n < size)
+		{
+			char	   *text = json_value_text(&v);
+
+			pairs[2 * n + 1] = text ? text : pstrdup("");
+			n++;
+		}
+	}
+	qsort(pairs, n, 2 * sizeof(char *), query_param_cmp);
+	*names = palloc0(sizeof(char *) * (n + 1));
+	*values = palloc0(sizeof(char *) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		(*names)[i] = pairs[2 * i];
+		(*values)[i] = pairs[2 * i + 1];
+	}
+	return n;
+}
+
+/*
+ * request_form reads the request's "form" array of [name, value] pairs into
+ * req (a missing or JSON null element is an empty string).
+ */
+static void
+request_form(Jsonb *request, SamHttpRequest *req)
+{
+	JsonbValue	buf;
+	JsonbValue *form = request_member(request, "form", &buf);
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	v;
+	int			size;
+
+	req->nform = 0;
+	req->form_names = req->form_values = NULL;
+	if (form == NULL || form->type != jbvBinary ||
+		!JsonContainerIsArray(form->val.binary.data))
+		return;
+	size = JsonContainerSize(form->val.binary.data);
+	req->form_names = palloc0(sizeof(char *) * (size + 1));
+	req->form_values = palloc0(sizeof(char *) * (size + 1));
+	it = JsonbIteratorInit(form->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *name = NULL;
+		char	   *value = NULL;
+
+		if (tok != WJB_ELEM || req->nform >= size)
+			continue;
+		if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data))
+		{
+			JsonbValue *e;
+
+			if ((e = getIthJsonbValueFromContainer(v.val.binary.data, 0)) != NULL)
+				name = json_value_text(e);
+			if ((e = getIthJsonbValueFromContainer(v.val.binary.data, 1)) != NULL)
+				value = json_value_text(e);
+		}
+		req->form_names[req->nform] = name ? name : pstrdup("");
+		req->form_values[req->nform] = value ? value : pstrdup("");
+		req->nform++;
+	}
+}
+
+/*
+ * request_from_jsonb fills req's method, URL and body from a request
+ * object.  Allocates in the current memory context (the request's).
+ */
+static void
+request_from_jsonb(SamHttpRequest *req, Jsonb *request)
+{
+	JsonbValue	buf;
+	JsonbValue *v;
+	char	  **qn;
+	char	  **qv;
+	int			nq;
+	char	   *path = NULL;
+
+	v = request_member(request, "method", &buf);
+	req->method = v ? json_value_text(v) : NULL;
+	v = request_member(request, "path", &buf);
+	if (v != NULL)
+		path = json_value_text(v);
+	nq = request_query(request, &qn, &qv);
+	req->url = build_url(path ? path : "", qn, qv, nq, &req->external);
+	v = request_member(request, "json", &buf);
+	req->json_body = NULL;
+	if (v != NULL)
+	{
+		if (v->type == jbvBinary)
+			req->json_body = JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+		else
+		{
+			Jsonb	   *jb = JsonbValueToJsonb(v);
+
+			req->json_body = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+		}
+	}
+	request_form(request, req);
 }
 
 /*
@@ -227,12 +385,11 @@ claim_and_start(int max_rows)
 
 	args[0] = Int32GetDatum(max_rows);
 	sam_begin_tx("sam_ext: claiming outbox rows");
-	ret = SPI_execute_with_args("SELECT id, method, path, query_names, query_values, "
-								"json_body, form_names, form_values, fresh_connection "
-								"FROM sam._claim($1)",
+	ret = SPI_execute_with_args("SELECT id, request, fresh_connection "
+								"FROM sam._claim_requests($1)",
 								1, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "sam._claim failed: %d", ret);
+		elog(ERROR, "sam._claim_requests failed: %d", ret);
 
 	for (i = 0; i < SPI_processed; i++)
 	{
@@ -242,28 +399,19 @@ claim_and_start(int max_rows)
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		SamHttpRequest *req = sam_http_new_request(requests_cxt, id);
 		MemoryContext old = MemoryContextSwitchTo(req->cxt);
-		char	  **qn,
-				  **qv;
-		int			nqn,
-					nqv;
 		Datum		d;
-		int			nfv;
 
-		req->method = SPI_getvalue(tup, desc, 2);
-		d = SPI_getbinval(tup, desc, 4, &isnull);
-		qn = text_array_to_cstrings(d, isnull, &nqn, req->cxt);
-		d = SPI_getbinval(tup, desc, 5, &isnull);
-		qv = text_array_to_cstrings(d, isnull, &nqv, req->cxt);
-		req->url = build_url(SPI_getvalue(tup, desc, 3), qn, qv, Min(nqn, nqv),
-							 &req->external);
-		req->json_body = SPI_getvalue(tup, desc, 6);
-		d = SPI_getbinval(tup, desc, 7, &isnull);
-		req->form_names = text_array_to_cstrings(d, isnull, &req->nform, req->cxt);
-		d = SPI_getbinval(tup, desc, 8, &isnull);
-		req->form_values = text_array_to_cstrings(d, isnull, &nfv, req->cxt);
-		if (nfv < req->nform)
-			req->nform = nfv;
-		d = SPI_getbinval(tup, desc, 9, &isnull);
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		if (isnull)
+			elog(ERROR, "outbox row " INT64_FORMAT " was claimed without a request", id);
+		{
+			Jsonb	   *request = DatumGetJsonbP(d);
+
+			request_from_jsonb(req, request);
+			if ((Pointer) request != DatumGetPointer(d))
+				pfree(request);
+		}
+		d = SPI_getbinval(tup, desc, 3, &isnull);
 		req->fresh_connection = !isnull && DatumGetBool(d);
 		/* the list must outlive SPI_finish: keep it in the worker's context */
 		MemoryContextSwitchTo(requests_cxt);
