@@ -15,7 +15,11 @@
 #        ingest's transaction) minus the relation's created_at at the mock
 #        (the moment of acceptance).
 #
-#     RUNS=3  THREADS=4 (sam_ingest --threads)  CONNS=8 (wrk -c)
+#     RUNS=3  THREADS=4 (sam_ingest --threads)
+#     CONNS="8 32"  wrk -c values measured side by side: how many webhooks
+#            are in flight at once (the ingest commits those that queue
+#            behind its busy workers together, so more of them make larger
+#            transactions)
 #     BATCHES="1 16"  the ingest's --batch values measured side by side (the
 #            ingest is restarted for each; 1: one transaction per webhook)
 #     PGSS=1  prints the statements that took the most time
@@ -34,7 +38,7 @@ secs=${1:-20}
 lat_n=${2:-1000}
 runs=${RUNS:-3}
 threads=${THREADS:-4}
-conns=${CONNS:-8}
+conns_list=${CONNS:-8 32}
 mock_port=${MOCK_PORT:-21462}
 ingest_port=${INGEST_PORT:-21463}
 mock_url="http://127.0.0.1:$mock_port"
@@ -52,30 +56,33 @@ WRK=(wrk)
 [ "$(id -u)" = 0 ] && WRK=(nice -n -10 wrk)
 
 bench_machine
-echo "inputs: wrk -t1 -c$conns -d${secs}s new_relation webhooks (unmatched: stored and applied), sam_ingest --threads $threads,"
+echo "inputs: wrk -t1 -c in $conns_list -d${secs}s new_relation webhooks (unmatched: stored and applied), sam_ingest --threads $threads,"
 echo "        --batch in $batches, RUNS=$runs; then $lat_n invitations accepted 1-3 s after they are sent, new_relation delivered by the mock"
 echo
-printf '%-4s %-6s %-18s %10s %8s %8s %8s %8s %6s\n' run batch synchronous_commit webhooks/s p50_ms p90_ms p99_ms errors load
+printf '%-4s %-6s %-6s %-18s %10s %8s %8s %8s %8s %6s\n' run batch conns synchronous_commit webhooks/s p50_ms p90_ms p99_ms errors load
 res="$BENCH_DIR/results"
 : >"$res"
 for batch in $batches; do
 [ -z "${INGEST_PID:-}" ] || { kill "$INGEST_PID"; wait "$INGEST_PID" 2>/dev/null || true; }
 SAM_INGEST_BATCH=$batch bench_ingest_start "$ingest_port"
+for conns in $conns_list; do
 for sync in on off; do
 	q -c "ALTER ROLE sam_ingestd SET synchronous_commit = '$sync'" >/dev/null
+	# (each pass tags its payloads with its batch, conns, sync and run: a payload seen in an
+	# earlier pass would be a duplicate, stored once and answered without being applied again)
 	# connections are opened at start: restart the pool by reconnecting (the daemon reconnects on failure)
 	q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'sam_ingestd'" >/dev/null
-	SAM_BENCH_RUN="warm-$sync-$$" "${WRK[@]}" -t1 -c"$conns" -d2s -s "$BENCH_ROOT/ingest/test/bench_webhook.lua" \
+	SAM_BENCH_RUN="warm-$batch-$conns-$sync-$$" "${WRK[@]}" -t1 -c"$conns" -d2s -s "$BENCH_ROOT/ingest/test/bench_webhook.lua" \
 		"$ingest_url/api/webhooks/unipile" >/dev/null
 	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
 	for r in $(seq "$runs"); do
-		out=$(SAM_BENCH_RUN="run-$sync-$r-$$" "${WRK[@]}" -t1 -c"$conns" -d"${secs}s" \
+		out=$(SAM_BENCH_RUN="run-$batch-$conns-$sync-$r-$$" "${WRK[@]}" -t1 -c"$conns" -d"${secs}s" \
 			-s "$BENCH_ROOT/ingest/test/bench_webhook.lua" "$ingest_url/api/webhooks/unipile")
 		rate=$(echo "$out" | sed -n 's/^requests: .* = \([0-9]*\) req\/s.*/\1/p')
 		errs=$(echo "$out" | sed -n 's/.*non-200: \([0-9]*\); socket errors: \([0-9]*\).*/\1+\2/p')
 		read -r p50 p90 p99 <<<"$(echo "$out" | sed -n 's/^latency ms: p50 \([0-9.]*\) *p90 \([0-9.]*\) *p99 \([0-9.]*\).*/\1 \2 \3/p')"
-		printf '%-4s %-6s %-18s %10s %8s %8s %8s %8s %6s\n' "$r" "$batch" "$sync" "$rate" "$p50" "$p90" "$p99" "$((errs))" "$(bench_load)"
-		echo "$batch:$sync $rate $p50 $p99" >>"$res"
+		printf '%-4s %-6s %-6s %-18s %10s %8s %8s %8s %8s %6s\n' "$r" "$batch" "$conns" "$sync" "$rate" "$p50" "$p90" "$p99" "$((errs))" "$(bench_load)"
+		echo "$batch:$conns:$sync $rate $p50 $p99" >>"$res"
 	done
 	bench_top_statements 10 | sed 's/^/    /' >&2
 	# batches so far (counters since the ingest started, warm-ups included)
@@ -88,14 +95,18 @@ for sync in on off; do
 		             b, w, b ? w / b : 0, f, w, t }' >&2
 done
 done
+done
 q -c "ALTER ROLE sam_ingestd RESET synchronous_commit" >/dev/null
 secret=$SAM_BENCH_SECRET		# that of the ingest still running
 echo
 for batch in $batches; do
-	for sync in on off; do
-		k="$batch:$sync"
-		echo "median, --batch $batch, synchronous_commit $sync: $(awk -v s=$k '$1 == s {print $2}' "$res" | median) webhooks/s," \
-			"p50 $(awk -v s=$k '$1 == s {print $3}' "$res" | median) ms, p99 $(awk -v s=$k '$1 == s {print $4}' "$res" | median) ms"
+	for conns in $conns_list; do
+		for sync in on off; do
+			k="$batch:$conns:$sync"
+			echo "median, --batch $batch, $conns connections, synchronous_commit $sync:" \
+				"$(awk -v s=$k '$1 == s {print $2}' "$res" | median) webhooks/s," \
+				"p50 $(awk -v s=$k '$1 == s {print $3}' "$res" | median) ms, p99 $(awk -v s=$k '$1 == s {print $4}' "$res" | median) ms"
+		done
 	done
 done
 echo "stored webhook events: $(q -c "SELECT count(*) FROM sam.webhook_events")"
