@@ -160,29 +160,31 @@ extension_installed(void)
 
 static char *build_url(const char *path, char **qn, char **qv, int nq, bool *external);
 
+/* json_value_json is a JSON value's JSON text, as ::text gives it */
+static char *
+json_value_json(JsonbValue *v)
+{
+	Jsonb	   *jb;
+
+	if (v->type == jbvBinary)
+		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	jb = JsonbValueToJsonb(v);
+	return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+}
+
 /*
  * json_value_text is the text of a JSON value as ->> gives it: a string as
- * is, anything else as its JSON text; NULL for JSON null.  Allocated in the
- * current memory context.
+ * is, anything else as its JSON text; NULL for JSON null.  Both allocate in
+ * the current memory context.
  */
 static char *
 json_value_text(JsonbValue *v)
 {
-	switch (v->type)
-	{
-		case jbvNull:
-			return NULL;
-		case jbvString:
-			return pnstrdup(v->val.string.val, v->val.string.len);
-		case jbvBinary:
-			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
-		default:
-			{
-				Jsonb	   *jb = JsonbValueToJsonb(v);
-
-				return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-			}
-	}
+	if (v->type == jbvNull)
+		return NULL;
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	return json_value_json(v);
 }
 
 /* request_member finds a member of the request object; NULL when absent */
@@ -315,18 +317,7 @@ request_from_jsonb(SamHttpRequest *req, Jsonb *request)
 	nq = request_query(request, &qn, &qv);
 	req->url = build_url(path ? path : "", qn, qv, nq, &req->external);
 	v = request_member(request, "json", &buf);
-	req->json_body = NULL;
-	if (v != NULL)
-	{
-		if (v->type == jbvBinary)
-			req->json_body = JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
-		else
-		{
-			Jsonb	   *jb = JsonbValueToJsonb(v);
-
-			req->json_body = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
-		}
-	}
+	req->json_body = v ? json_value_json(v) : NULL;
 	request_form(request, req);
 }
 
@@ -400,17 +391,15 @@ claim_and_start(int max_rows)
 		SamHttpRequest *req = sam_http_new_request(requests_cxt, id);
 		MemoryContext old = MemoryContextSwitchTo(req->cxt);
 		Datum		d;
+		Jsonb	   *request;
 
 		d = SPI_getbinval(tup, desc, 2, &isnull);
 		if (isnull)
 			elog(ERROR, "outbox row " INT64_FORMAT " was claimed without a request", id);
-		{
-			Jsonb	   *request = DatumGetJsonbP(d);
-
-			request_from_jsonb(req, request);
-			if ((Pointer) request != DatumGetPointer(d))
-				pfree(request);
-		}
+		request = DatumGetJsonbP(d);
+		request_from_jsonb(req, request);
+		if ((Pointer) request != DatumGetPointer(d))
+			pfree(request);		/* a detoasted copy */
 		d = SPI_getbinval(tup, desc, 3, &isnull);
 		req->fresh_connection = !isnull && DatumGetBool(d);
 		/* the list must outlive SPI_finish: keep it in the worker's context */
