@@ -42,7 +42,7 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'sam_outbox_wake_trigger';
 
 CREATE FUNCTION sam.worker_pid() RETURNS integer
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'sam_worker_pid';
-COMMENT ON FUNCTION sam.worker_pid() IS 'Process id of the sam_ext worker, NULL when it is not running';
+COMMENT ON FUNCTION sam.worker_pid() IS 'Process id of the sam_ext worker, NULL when it is not running or has not yet reconciled the calls left in flight';
 
 CREATE FUNCTION sam.render_template(template text, vars jsonb) RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_render_template';
@@ -3711,3 +3711,6 @@ GRANT SELECT ON sam.job_runs, sam.job_health TO sam_jobs;
 GRANT SELECT ON sam.job_health, sam.job_runs, sam.queue_status, sam.metrics, sam.campaign_funnel,
                 sam.retention TO sam_monitor;
 
+-- the worker looks for the extension every few seconds: tell it now (at commit), so that it
+-- reconciles what a previous installation left in flight and starts serving at once
+SELECT sam._wake_worker();

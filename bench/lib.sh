@@ -180,9 +180,17 @@ bench_ingest_start() {
 	exit 1
 }
 
-# bench_worker_pid prints the pid of the sam_ext worker
+# bench_worker_pid prints the pid of the sam_ext worker, once it serves the
+# database (it reports its pid after reconciling the rows left in flight)
 bench_worker_pid() {
-	q -c "SELECT sam.worker_pid()"
+	local pid i
+	for i in $(seq 1 300); do
+		pid=$(q -c "SELECT sam.worker_pid()")
+		[ -n "$pid" ] && { echo "$pid"; return 0; }
+		sleep 0.1
+	done
+	echo "bench: the sam_ext worker did not start" >&2
+	exit 1
 }
 
 # rss_kb PID prints the resident set size of a process, in kB

@@ -18,6 +18,17 @@ DROP FUNCTION public.hijacked(text, text);
 DROP FUNCTION public.now();
 DROP FUNCTION public.jsonb_build_object(VARIADIC text[]);
 
+-- CREATE EXTENSION wakes the worker, which reconciles the rows left in flight and only then
+-- reports its pid: waited for here, so that it never requeues a row the tests claim later
+DO $$
+BEGIN
+    FOR i IN 1 .. 600 LOOP
+        EXIT WHEN sam.worker_pid() IS NOT NULL;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT sam.worker_pid() IS NOT NULL AS worker_ready;
+
 -- the library refuses to be loaded other than preloaded (it is preloaded here)
 SELECT setting ~ 'sam_ext' AS preloaded FROM pg_settings WHERE name = 'shared_preload_libraries';
 

@@ -59,6 +59,7 @@ typedef struct SamSharedState
 	slock_t		mutex;
 	Latch	   *worker_latch;	/* NULL while no worker is running */
 	pid_t		worker_pid;
+	bool		worker_ready;	/* it has reconciled the rows left in flight */
 	int64		wakeups;		/* how often the worker was woken */
 	bool		drop_pending;	/* DROP DATABASE of the served database is waiting */
 	bool		db_dropped;		/* it succeeded: wait for CREATE DATABASE */

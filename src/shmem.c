@@ -128,7 +128,11 @@ sam_outbox_wake_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* SQL: sam.worker_pid() is the worker's pid, or NULL when none runs */
+/*
+ * SQL: sam.worker_pid() is the worker's pid, or NULL when none runs or it
+ * has not yet reconciled the rows left in flight (the first thing it does
+ * once it finds the extension installed)
+ */
 Datum
 sam_worker_pid(PG_FUNCTION_ARGS)
 {
@@ -137,7 +141,8 @@ sam_worker_pid(PG_FUNCTION_ARGS)
 	if (sam_shared)
 	{
 		SpinLockAcquire(&sam_shared->mutex);
-		pid = sam_shared->worker_pid;
+		if (sam_shared->worker_ready)
+			pid = sam_shared->worker_pid;
 		SpinLockRelease(&sam_shared->mutex);
 	}
 	if (pid == 0)

@@ -66,6 +66,7 @@ worker_exit(int code, Datum arg)
 		{
 			sam_shared->worker_latch = NULL;
 			sam_shared->worker_pid = 0;
+			sam_shared->worker_ready = false;
 		}
 		SpinLockRelease(&sam_shared->mutex);
 	}
@@ -503,6 +504,20 @@ record_results(List *finished)
 		sam_http_release((SamHttpRequest *) lfirst(lc));
 }
 
+/*
+ * set_ready says whether the worker serves the database: sam.worker_pid()
+ * reports it only once the rows a previous worker left in flight have been
+ * reconciled, so that whoever waits for the worker (the tests, a deployment
+ * script) knows it will not requeue calls claimed after that.
+ */
+static void
+set_ready(bool ready)
+{
+	SpinLockAcquire(&sam_shared->mutex);
+	sam_shared->worker_ready = ready;
+	SpinLockRelease(&sam_shared->mutex);
+}
+
 /* run_simple runs one SQL statement in its own transaction */
 static void
 run_simple(const char *sql, const char *activity)
@@ -607,6 +622,7 @@ sam_worker_main(Datum main_arg)
 			if (!extension_installed())
 			{
 				recovered = false;
+				set_ready(false);
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 								 5000L, PG_WAIT_EXTENSION);
 				ResetLatch(MyLatch);
@@ -618,6 +634,7 @@ sam_worker_main(Datum main_arg)
 						   "sam_ext: reconciling rows left in flight");
 				sam_jobs_release_all();
 				recovered = true;
+				set_ready(true);
 				may_have_work = true;
 			}
 			jobs_running = sam_jobs_pending() && sam_service_jobs();

@@ -20,7 +20,9 @@ my $node = new_sam_node('invitations', $mock);
 poll_until_ok($node,
 	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'sam_ext worker' AND datname = 'postgres'",
 	'the worker shows in pg_stat_activity');
-ok($node->safe_psql('postgres', 'SELECT sam.worker_pid() IS NOT NULL') eq 't', 'sam.worker_pid() reports it');
+poll_until_ok($node,
+	"SELECT sam.worker_pid() = pid FROM pg_stat_activity WHERE backend_type = 'sam_ext worker'",
+	'sam.worker_pid() reports it once it has reconciled the rows left in flight');
 
 # an account that may send at any time, with no spacing
 sub make_account
