@@ -302,15 +302,28 @@ CREATE TABLE sam.outbox (
     CONSTRAINT outbox_state_valid CHECK (state IN ('queued', 'in_flight', 'done', 'failed', 'dead', 'cancelled')),
     CONSTRAINT outbox_attempts_range CHECK (attempts >= 0),
     CONSTRAINT outbox_request_object CHECK (jsonb_typeof(request) = 'object'),
-    CONSTRAINT outbox_idempotency_key UNIQUE NULLS NOT DISTINCT (account_id, idempotency_key)
-);
-CREATE INDEX outbox_due_idx ON sam.outbox (not_before, id) WHERE state IN ('queued', 'failed');
-CREATE INDEX outbox_account_due_idx ON sam.outbox (account_id, not_before) WHERE state IN ('queued', 'failed');
-CREATE INDEX outbox_in_flight_idx ON sam.outbox (claimed_at) WHERE state = 'in_flight';
+    CONSTRAINT outbox_idempotency_key UNIQUE NULLS NOT DISTINCT (account_id, idempotency_key),
+    -- a row is finished exactly when it can change no more; the partial indexes name
+    -- finished_at, never state (see below)
+    CONSTRAINT outbox_finished_when_final CHECK ((finished_at IS NULL) = (state IN ('queued', 'in_flight', 'failed')))
+) WITH (fillfactor = 50);
+/*
+ * The claim (queued -> in_flight) is a HOT update: it changes no indexed column and no
+ * column of an index's predicate, and the half of each page left free by the fillfactor
+ * holds the new versions of a whole batch of rows (claimed in the order they were queued,
+ * so mostly from the same pages).  An index that named state would make every claim insert
+ * into every index of the table (bench/delivery.sh: ~10 us a call).  So the unfinished
+ * rows (queued, failed and in flight) are found through finished_at IS NULL, and the
+ * queries add the state they want as a filter: the rows in flight are at most the
+ * worker's concurrency plus one batch.  Recording the result (-> done) is not HOT
+ * (finished_at is set) but finds room on the page pruned of the claim's old versions.
+ */
+CREATE INDEX outbox_due_idx ON sam.outbox (not_before, id) WHERE finished_at IS NULL;
+CREATE INDEX outbox_account_due_idx ON sam.outbox (account_id, not_before) WHERE finished_at IS NULL;
 CREATE INDEX outbox_account_kind_idx ON sam.outbox (account_id, kind, not_before);
 CREATE INDEX outbox_prospect_idx ON sam.outbox (prospect_id) WHERE prospect_id IS NOT NULL;
 CREATE INDEX outbox_job_run_idx ON sam.outbox (job_run_id) WHERE job_run_id IS NOT NULL;
-CREATE INDEX outbox_finished_idx ON sam.outbox (finished_at) WHERE state IN ('done', 'dead', 'cancelled');
+CREATE INDEX outbox_finished_idx ON sam.outbox (finished_at) WHERE finished_at IS NOT NULL;
 COMMENT ON TABLE sam.outbox IS 'Every Unipile call, as a durable row first: queued -> in_flight -> done | failed (retry at not_before) | dead | cancelled';
 COMMENT ON COLUMN sam.outbox.idempotency_key IS 'One action, one row: queuing the same action twice is impossible';
 COMMENT ON COLUMN sam.outbox.needs_check IS 'The outcome of an earlier attempt is unknown (crash, timeout, 5xx): Unipile is asked before anything is sent again';
@@ -588,7 +601,8 @@ DECLARE
     n_prospects integer;
     n_calls integer;
 BEGIN
-    IF EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = a.account_id AND o.state = 'in_flight') THEN
+    IF EXISTS (SELECT 1 FROM sam.outbox o
+                WHERE o.account_id = a.account_id AND o.finished_at IS NULL AND o.state = 'in_flight') THEN
         RAISE EXCEPTION 'account "%" has Unipile calls in flight', a.account_id
             USING ERRCODE = 'object_in_use', HINT = 'Pause the account and try again once they are recorded.';
     END IF;
@@ -1205,8 +1219,8 @@ BEGIN
     -- actions of accounts outside their window wait for its next start
     FOR a IN SELECT * FROM sam.accounts x WHERE x.status = 'active' AND NOT sam._in_working_hours(x, now_t) LOOP
         UPDATE sam.outbox o SET not_before = sam._next_window_start(a, now_t), updated_at = now_t
-         WHERE o.account_id = a.account_id AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
-           AND sam._is_action(o.kind) AND NOT o.needs_check;
+         WHERE o.account_id = a.account_id AND o.finished_at IS NULL AND o.state IN ('queued', 'failed')
+           AND o.not_before <= now_t AND sam._is_action(o.kind) AND NOT o.needs_check;
     END LOOP;
 
     -- a batch may be all cancelled (replied, paused, erased): then take the next one, so that
@@ -1216,7 +1230,7 @@ BEGIN
         SELECT o.id FROM sam.outbox o
           LEFT JOIN sam.accounts x ON x.account_id = o.account_id
           LEFT JOIN sam.campaigns c ON c.id = o.campaign_id
-         WHERE o.state IN ('queued', 'failed') AND o.not_before <= now_t
+         WHERE o.finished_at IS NULL AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
            AND (x.status = 'active' OR o.kind = 'notify')
            AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
            AND (o.kind <> 'invite' OR x.invites_paused_until IS NULL OR x.invites_paused_until <= now_t
@@ -1307,7 +1321,7 @@ AS $$
       FROM sam.outbox o
       LEFT JOIN sam.accounts x ON x.account_id = o.account_id
       LEFT JOIN sam.campaigns c ON c.id = o.campaign_id
-     WHERE o.state IN ('queued', 'failed') AND (x.status = 'active' OR o.kind = 'notify')
+     WHERE o.finished_at IS NULL AND o.state IN ('queued', 'failed') AND (x.status = 'active' OR o.kind = 'notify')
        AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
 $$;
 
@@ -1327,7 +1341,7 @@ BEGIN
            needs_check = o.needs_check OR sam._must_check(o.kind),
            attempts = greatest(o.attempts - 1, 0),
            error = 'in flight when the worker stopped; outcome to be checked'
-     WHERE o.state = 'in_flight';
+     WHERE o.finished_at IS NULL AND o.state = 'in_flight';
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         RAISE LOG 'sam_ext: % outbox rows were in flight when the worker stopped; they will be checked before any resend', n;
@@ -1714,8 +1728,7 @@ BEGIN
                    http_status = r.status, duration_ms = r.ms, error = NULL, error_type = NULL
               FROM r
              WHERE x.id = r.id
-               -- (CASE ...): found by primary key, never through outbox_in_flight_idx
-               AND (CASE WHEN x.state = 'in_flight' THEN true END) AND x.kind = 'invite' AND NOT x.needs_check
+               AND x.state = 'in_flight' AND x.kind = 'invite' AND NOT x.needs_check
             RETURNING x.id, x.prospect_id, x.response
         ), p AS (
             UPDATE sam.prospects p
@@ -2133,7 +2146,7 @@ BEGIN
        SET state = 'queued', not_before = now_t, updated_at = now_t,
            needs_check = o.needs_check OR sam._must_check(o.kind),
            error = 'in flight for too long; outcome to be checked'
-     WHERE o.state = 'in_flight'
+     WHERE o.finished_at IS NULL AND o.state = 'in_flight'
        AND o.claimed_at < now_t - (current_setting('sam.http_timeout')::interval * 2 + interval '5 minutes')
        AND sam.worker_pid() IS NULL;
     GET DIAGNOSTICS stale = ROW_COUNT;
@@ -2147,7 +2160,8 @@ BEGIN
     )
     SELECT count(*) INTO exhausted FROM d;
 
-    SELECT count(*) INTO due FROM sam.outbox o WHERE o.state IN ('queued', 'failed') AND o.not_before <= now_t;
+    SELECT count(*) INTO due FROM sam.outbox o
+     WHERE o.finished_at IS NULL AND o.state IN ('queued', 'failed') AND o.not_before <= now_t;
     IF due > 0 OR stale > 0 THEN
         PERFORM sam._wake_worker();
     END IF;
@@ -3581,7 +3595,7 @@ SELECT 'sam_outbox_errors', 'gauge', 'Unipile calls in the outbox whose last ans
   FROM sam.outbox WHERE error_type IS NOT NULL GROUP BY error_type
 UNION ALL
 SELECT 'sam_outbox_due', 'gauge', 'Unipile calls due now and not yet in flight',
-       '{}'::jsonb, count(*) FROM sam.outbox WHERE state IN ('queued', 'failed') AND not_before <= sam.now()
+       '{}'::jsonb, count(*) FROM sam.outbox WHERE finished_at IS NULL AND state IN ('queued', 'failed') AND not_before <= sam.now()
 UNION ALL
 SELECT 'sam_webhook_events', 'gauge', 'Webhook events stored, by event and status',
        jsonb_build_object('event', coalesce(event, 'unknown'), 'status', status), count(*)

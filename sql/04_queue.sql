@@ -68,6 +68,21 @@ SELECT (sam.start_campaign(:nid))->>'queued' AS queued;
 SELECT sam.set_clock('2026-03-11 02:00:00+00', frozen => true)->>'now' AS now;   -- 22:00 in New York
 SELECT count(*) AS claimed_at_night FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-night';
 SELECT not_before FROM sam.outbox WHERE account_id = 'acc-night';
+-- The claim (queued -> in_flight) changes no indexed column and no column of an index's
+-- predicate (they name finished_at, not state), and the fillfactor leaves room on the page: it is
+-- a HOT update, no index entry written (rolled back here)
+BEGIN;
+SELECT sam.create_account('acc-hot', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '0', spacing_max => '0')->>'success';
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
+SELECT 'acc-hot', 'relations_page', 'hot-' || g, '{"method": "GET", "path": "/api/v1/users/relations"}'
+  FROM generate_series(1, 5) g;
+SELECT pg_stat_get_xact_tuples_updated('sam.outbox'::regclass) AS u0,
+       pg_stat_get_xact_tuples_hot_updated('sam.outbox'::regclass) AS h0 \gset
+SELECT o.account_id, count(*) AS claimed FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id GROUP BY 1;
+SELECT pg_stat_get_xact_tuples_updated('sam.outbox'::regclass) - :u0 AS updates,
+       pg_stat_get_xact_tuples_hot_updated('sam.outbox'::regclass) - :h0 AS hot_updates;
+ROLLBACK;
 -- One statement queues a campaign's batch (rolled back here): a profile lookup takes no spacing, a
 -- note that does not render or is longer than 300 characters fails its prospect and takes none.
 BEGIN;

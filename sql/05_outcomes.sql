@@ -99,7 +99,7 @@ SELECT sam._complete(ARRAY[-1, (SELECT min(id) FROM sam.outbox)], ARRAY[201, 201
                      ARRAY[NULL, NULL]::text[], ARRAY[1, 1]::float8[]);
 
 -- restart: rows in flight are queued again; actions must be checked first
-UPDATE sam.outbox SET state = 'in_flight' WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10')
+UPDATE sam.outbox SET state = 'in_flight', finished_at = NULL WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10')
    OR kind = 'resolve_profile';
 SELECT sam._worker_recover() > 0 AS recovered;
 SELECT kind, request->'json'->>'provider_id' AS provider_id, state, needs_check, error FROM sam.outbox
