@@ -1242,31 +1242,42 @@ BEGIN
         RETURN;
     END IF;
 
-    -- an invitation is only for a prospect that is still pending
-    UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect is no longer pending', finished_at = now_t,
-                            updated_at = now_t
-      FROM sam.prospects p
-     WHERE o.id = ANY (ids) AND o.kind = 'invite' AND NOT o.needs_check
-       AND p.id = o.prospect_id AND p.status <> 'pending';
-    UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect no longer exists', finished_at = now_t,
-                            updated_at = now_t
-     WHERE o.id = ANY (ids) AND o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message')
-       AND o.state <> 'cancelled'
-       AND NOT EXISTS (SELECT 1 FROM sam.prospects p WHERE p.id = o.prospect_id);
-    -- a follow-up only goes to a prospect still connected (not replied, not paused out) at that step
-    UPDATE sam.outbox o SET state = 'cancelled', finished_at = now_t, updated_at = now_t,
-                            error = format('prospect is %s at step %s', p.status, p.follow_up_sequence_index)
-      FROM sam.prospects p
-     WHERE o.id = ANY (ids) AND o.kind IN ('start_chat', 'send_message') AND NOT o.needs_check
-       AND o.state <> 'cancelled' AND p.id = o.prospect_id
-       AND (p.status <> 'connected' OR p.follow_up_sequence_index <> (o.context->>'step')::integer - 1);
-    -- an outcome that cannot be checked yet: wait (the webhook of our own message may name the chat);
-    -- the wait counts as an attempt, so that it ends in 'dead' after max_attempts
-    UPDATE sam.outbox o SET attempts = o.attempts + 1
-     WHERE o.id = ANY (ids) AND o.needs_check AND o.state <> 'cancelled' AND sam._check_request(o) IS NULL;
-    PERFORM sam._retry(o, 'outcome_unknown', 'waiting for a way to check the earlier attempt', true)
-       FROM sam.outbox o
-      WHERE o.id = ANY (ids) AND o.needs_check AND o.state <> 'cancelled' AND sam._check_request(o) IS NULL;
+    -- the re-checks below, in one pass that finds nothing in the common case (a superset of
+    -- their conditions: when it finds something, each of them runs as written)
+    IF EXISTS (SELECT 1 FROM sam.outbox o LEFT JOIN sam.prospects p ON p.id = o.prospect_id
+                WHERE o.id = ANY (ids)
+                  AND (o.needs_check
+                       OR (o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message') AND p.id IS NULL)
+                       OR (o.kind = 'invite' AND p.status <> 'pending')
+                       OR (o.kind IN ('start_chat', 'send_message')
+                           AND (p.status <> 'connected'
+                                OR p.follow_up_sequence_index <> (o.context->>'step')::integer - 1)))) THEN
+        -- an invitation is only for a prospect that is still pending
+        UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect is no longer pending', finished_at = now_t,
+                                updated_at = now_t
+          FROM sam.prospects p
+         WHERE o.id = ANY (ids) AND o.kind = 'invite' AND NOT o.needs_check
+           AND p.id = o.prospect_id AND p.status <> 'pending';
+        UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect no longer exists', finished_at = now_t,
+                                updated_at = now_t
+         WHERE o.id = ANY (ids) AND o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message')
+           AND o.state <> 'cancelled'
+           AND NOT EXISTS (SELECT 1 FROM sam.prospects p WHERE p.id = o.prospect_id);
+        -- a follow-up only goes to a prospect still connected (not replied, not paused out) at that step
+        UPDATE sam.outbox o SET state = 'cancelled', finished_at = now_t, updated_at = now_t,
+                                error = format('prospect is %s at step %s', p.status, p.follow_up_sequence_index)
+          FROM sam.prospects p
+         WHERE o.id = ANY (ids) AND o.kind IN ('start_chat', 'send_message') AND NOT o.needs_check
+           AND o.state <> 'cancelled' AND p.id = o.prospect_id
+           AND (p.status <> 'connected' OR p.follow_up_sequence_index <> (o.context->>'step')::integer - 1);
+        -- an outcome that cannot be checked yet: wait (the webhook of our own message may name the chat);
+        -- the wait counts as an attempt, so that it ends in 'dead' after max_attempts
+        UPDATE sam.outbox o SET attempts = o.attempts + 1
+         WHERE o.id = ANY (ids) AND o.needs_check AND o.state <> 'cancelled' AND sam._check_request(o) IS NULL;
+        PERFORM sam._retry(o, 'outcome_unknown', 'waiting for a way to check the earlier attempt', true)
+           FROM sam.outbox o
+          WHERE o.id = ANY (ids) AND o.needs_check AND o.state <> 'cancelled' AND sam._check_request(o) IS NULL;
+    END IF;
 
     RETURN QUERY
     WITH claimed AS (
@@ -1743,6 +1754,9 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         fast := '{}';
     END;
+    IF cardinality(fast) = cardinality(p_ids) THEN
+        RETURN cardinality(p_ids);      -- all recorded (the loop's = ANY would be quadratic)
+    END IF;
 
     FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
         CONTINUE WHEN p_ids[i] = ANY (fast);
