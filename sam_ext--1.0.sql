@@ -1001,6 +1001,14 @@ BEGIN
     END IF;
 
     IF reason IS NULL THEN
+        /*
+         * OFFSET 0 keeps each NOT EXISTS a probe of the outbox's unique key per prospect.  Without
+         * it the subquery becomes an anti join planned from the outbox's statistics, and when
+         * they say it is empty or small (a new installation's outbox after a VACUUM) the plan
+         * scans the whole outbox for each campaign (hash anti join) or each prospect (nested
+         * loop), while the run itself fills it: quadratic.  bench/due_work.sh, 100 campaigns of
+         * 100 prospects after a VACUUM: 790 ms without, 425 ms with.
+         */
         SELECT array_agg(s.id ORDER BY s.id) INTO ids
           FROM (SELECT x.id FROM sam.prospects x
                  WHERE x.campaign_id = c.id AND x.status = 'pending'
@@ -1008,7 +1016,8 @@ BEGIN
                                     WHERE o.account_id = x.account_id
                                       AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
                                       AND o.state IN ('queued', 'in_flight', 'failed', 'done')
-                                      AND (o.kind = 'invite' OR x.provider_id IS NULL))
+                                      AND (o.kind = 'invite' OR x.provider_id IS NULL)
+                                   OFFSET 0)
                  ORDER BY x.id
                  LIMIT remaining
                    FOR UPDATE SKIP LOCKED) s;
@@ -1081,7 +1090,8 @@ BEGIN
      WHERE x.campaign_id = c.id AND x.status = 'pending'
        AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = x.account_id
                           AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
-                          AND o.state IN ('queued', 'in_flight', 'failed'));
+                          AND o.state IN ('queued', 'in_flight', 'failed')
+                        OFFSET 0);      -- (OFFSET 0: as above)
     RETURN jsonb_strip_nulls(jsonb_build_object('queued', queued,
         'resolving', resolving, 'failed', failed,
         'still_pending', left_pending, 'reason', reason, 'next_window', next_window));
