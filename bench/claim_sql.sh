@@ -51,21 +51,7 @@ printf '%-4s %12s %12s %12s %10s %8s %6s\n' run claim_us complete_us total_us ho
 results="$BENCH_DIR/results"
 : >"$results"
 for r in $(seq "$runs"); do
-	q >/dev/null <<-SQL
-		TRUNCATE sam.outbox, sam.prospects, sam.campaigns;
-		INSERT INTO sam.campaigns (account_id, name, status) VALUES ('bench', 'bench', 'running');
-		INSERT INTO sam.prospects (campaign_id, account_id, provider_id)
-		SELECT (SELECT max(id) FROM sam.campaigns), 'bench', 'ACoB' || i FROM generate_series(1, $n) i;
-		INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before)
-		SELECT 'bench', p.campaign_id, p.id, 'invite', 'invite:' || p.id,
-		       jsonb_build_object('method', 'POST', 'path', '/api/v1/users/invite',
-		           'json', jsonb_build_object('provider_id', p.provider_id, 'account_id', 'bench', 'message', 'Hello there')),
-		       sam.now() - interval '1 minute'
-		  FROM sam.prospects p;
-		VACUUM ANALYZE sam.outbox;
-		VACUUM ANALYZE sam.prospects;
-		CHECKPOINT;
-	SQL
+	bench_queue_invitations "$n" "sam.now() - interval '1 minute'"
 	read -r u0 h0 <<<"$(q -F ' ' -c "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'sam.outbox'::regclass")"
 	out=$(pgbench -h "$BENCH_DIR" -p "$BENCH_PGPORT" -U postgres -n -r -D b="$batch" -t $((n / batch)) -c 1 -f "$script" postgres 2>&1) ||
 		{ echo "$out" >&2; exit 1; }

@@ -67,18 +67,7 @@ cpu_s() {
 worker_run() {
 	local conc=$1 batch=$2 start end c0 c1
 	bench_set sam.max_concurrency "$conc" sam.batch_size "$batch"
-	q -c "TRUNCATE sam.outbox, sam.prospects, sam.campaigns" >/dev/null
-	q -c "INSERT INTO sam.campaigns (account_id, name, status) VALUES ('bench', 'bench', 'running')" \
-	  -c "INSERT INTO sam.prospects (campaign_id, account_id, provider_id)
-	      SELECT (SELECT max(id) FROM sam.campaigns), 'bench', 'ACoB' || i || '_' || extract(epoch FROM clock_timestamp())::bigint
-	        FROM generate_series(1, $n) i" \
-	  -c "INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before)
-	      SELECT 'bench', p.campaign_id, p.id, 'invite', 'invite:' || p.id,
-	             jsonb_build_object('method', 'POST', 'path', '/api/v1/users/invite',
-	                 'json', jsonb_build_object('provider_id', p.provider_id, 'account_id', 'bench', 'message', 'Hello there')),
-	             sam.now() + interval '1 day'
-	        FROM sam.prospects p" \
-	  -c "VACUUM ANALYZE sam.outbox" -c "VACUUM ANALYZE sam.prospects" -c "CHECKPOINT" >/dev/null
+	bench_queue_invitations "$n" "sam.now() + interval '1 day'"
 	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
 	c0=$(cpu_s "$wpid")
 	if [ -n "${PERF_OUT:-}" ]; then

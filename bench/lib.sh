@@ -180,6 +180,25 @@ bench_ingest_start() {
 	exit 1
 }
 
+# bench_queue_invitations N NOT_BEFORE: empties the outbox, the prospects and the
+# campaigns, then queues N invitations of the account "bench" (one running campaign,
+# a prospect each) at NOT_BEFORE (an SQL expression), vacuumed, analyzed and
+# checkpointed: the input of delivery.sh and claim_sql.sh
+bench_queue_invitations() {
+	q -c "TRUNCATE sam.outbox, sam.prospects, sam.campaigns" \
+	  -c "INSERT INTO sam.campaigns (account_id, name, status) VALUES ('bench', 'bench', 'running')" \
+	  -c "INSERT INTO sam.prospects (campaign_id, account_id, provider_id)
+	      SELECT (SELECT max(id) FROM sam.campaigns), 'bench', 'ACoB' || i || '_' || extract(epoch FROM clock_timestamp())::bigint
+	        FROM generate_series(1, $1) i" \
+	  -c "INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before)
+	      SELECT 'bench', p.campaign_id, p.id, 'invite', 'invite:' || p.id,
+	             jsonb_build_object('method', 'POST', 'path', '/api/v1/users/invite',
+	                 'json', jsonb_build_object('provider_id', p.provider_id, 'account_id', 'bench', 'message', 'Hello there')),
+	             $2
+	        FROM sam.prospects p" \
+	  -c "VACUUM ANALYZE sam.outbox" -c "VACUUM ANALYZE sam.prospects" -c "CHECKPOINT" >/dev/null
+}
+
 # bench_worker_pid prints the pid of the sam_ext worker, once it serves the
 # database (it reports its pid after reconciling the rows left in flight)
 bench_worker_pid() {

@@ -56,7 +56,6 @@
 #define SAM_JOB_POLL_MS 100
 
 static MemoryContext requests_cxt = NULL;
-static bool busy_since_trim = false;	/* calls made since the last trim */
 static char *api_key = NULL;	/* in TopMemoryContext, never logged */
 static bool warned_no_dsn = false;
 
@@ -603,6 +602,7 @@ sam_worker_main(Datum main_arg)
 	bool		recovered = false;
 	bool		may_have_work = true;
 	bool		jobs_running = false;
+	bool		busy_since_trim = false;	/* calls made since the last trim */
 	List	   *finished = NIL;
 	TimestampTz last_flush = GetCurrentTimestamp();
 	TimestampTz last_jobs = 0;
