@@ -111,33 +111,32 @@ write_callback(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /*
- * read_callback hands libcurl the JSON body.  The body is given this way,
- * and not as CURLOPT_POSTFIELDS, so that it cannot be sent twice: on a
- * reused connection that dies before an answer, libcurl sends the request
- * again by itself, which it can only do by rewinding the body, and
- * seek_callback refuses that once any of it was read.  The transfer then
- * fails, and the worker checks the outcome with Unipile before anything is
- * sent again.
+ * prereq_callback runs each time libcurl is about to send the request.  A
+ * second time means libcurl is resending it by itself: on a reused
+ * connection that closed before any answer, it sends the same request again
+ * on a new one.  The first may have reached Unipile and been acted on (an
+ * invitation sent, a message posted), so a body is never sent twice in one
+ * attempt: the transfer fails instead, and the worker checks the outcome
+ * with Unipile before anything is sent again.  (A body handed to libcurl
+ * whole, CURLOPT_POSTFIELDS, goes out with the headers in one packet; a read
+ * callback, which could refuse the rewind, costs a second send per request.)
  */
-static size_t
-read_callback(char *buffer, size_t size, size_t nitems, void *userp)
-{
-	SamHttpRequest *req = (SamHttpRequest *) userp;
-	size_t		n = Min(size * nitems, req->body_len - req->body_read);
-
-	memcpy(buffer, req->json_body + req->body_read, n);
-	req->body_read += n;
-	return n;
-}
-
 static int
-seek_callback(void *userp, curl_off_t offset, int origin)
+prereq_callback(void *userp, char *primary_ip, char *local_ip,
+				int primary_port, int local_port)
 {
 	SamHttpRequest *req = (SamHttpRequest *) userp;
 
-	if (origin == SEEK_SET && offset == 0 && req->body_read == 0)
-		return CURL_SEEKFUNC_OK;
-	return CURL_SEEKFUNC_FAIL;
+	(void) primary_ip;
+	(void) local_ip;
+	(void) primary_port;
+	(void) local_port;
+	if (++req->requests_sent > 1)
+	{
+		req->resend_refused = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 /*
@@ -203,16 +202,10 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	else if (req->json_body)
 	{
 		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
-		req->body_len = strlen(req->json_body);
-		req->body_read = 0;
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POST, 1L));
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len));
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_callback));
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_READDATA, req));
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, seek_callback));
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_SEEKDATA, req));
-		/* the smallest upload buffer (64 kB by default, allocated per transfer) */
-		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, 16384L));
+		/* libcurl neither copies nor frees it: it lives in req->cxt */
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+									(curl_off_t) strlen(req->json_body)));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->json_body));
 	}
 	if (req->headers == NULL)
 		ereport(ERROR,
@@ -222,13 +215,18 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method));
 	if (strcmp(req->method, "GET") == 0)
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L));
+	else
+	{
+		/* only a read may be sent again by libcurl itself */
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, prereq_callback));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_PREREQDATA, req));
+	}
 
 	/*
-	 * A message (a multipart body, which libcurl can always rewind, or a
-	 * notification) gets a connection of its own, closed after it: on a
-	 * reused connection that the peer reset after acting, libcurl would send
-	 * it again by itself.  JSON bodies cannot be resent (read_callback), and
-	 * messages are few (daily caps), so the pool stays for everything else.
+	 * A message (a multipart body, or a notification) also gets a connection
+	 * of its own, closed after it, so that not even a reset after the peer
+	 * acted can happen on a reused connection: messages are few (daily caps),
+	 * and the pool stays for everything else.
 	 */
 	if (req->fresh_connection)
 	{
@@ -280,7 +278,9 @@ sam_http_drive(int timeout_ms, List **finished)
 
 			req->status = 0;
 			req->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
-			if (req->too_large)
+			if (req->resend_refused)
+				req->error = pstrdup("connection closed before an answer; the request is not sent again without a check");
+			else if (req->too_large)
 				req->error = psprintf("response larger than sam.max_response_size (%d bytes)",
 									  sam_max_response_bytes);
 			else if (req->timed_out)

@@ -26,8 +26,8 @@ typedef struct SamHttpRequest
 	bool		external;		/* not Unipile (a notification hook): no API key */
 	bool		fresh_connection;	/* never on a reused connection (messages) */
 	char	   *json_body;		/* NULL when none */
-	size_t		body_len;		/* its length, and how much libcurl has read */
-	size_t		body_read;
+	int			requests_sent;	/* times libcurl was about to send it */
+	bool		resend_refused; /* it wanted to send it again by itself */
 	int			nform;			/* multipart/form-data fields, when > 0 */
 	char	  **form_names;
 	char	  **form_values;

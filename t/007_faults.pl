@@ -146,7 +146,23 @@ for my $f (@faults)
 		# a delay alone or an "after" fault lets the call happen: it is found by the check
 		my $happens = $name eq 'slow' || $name =~ /_after$/;
 		check_invitations($label, $acct, $cid, ($scope eq 'some' || $happens) ? 'done' : 'dead', @ids);
+		sent_once_per_attempt($label, $acct);
 	}
+}
+
+# Each attempt reaches the mock at most once: libcurl, which sends a request again by itself
+# when a reused connection closes before any answer, must never do so with an invitation
+# (the mock may have acted on the first one: "reset_after").  Crash cases are left out:
+# the recovery gives back the attempt of a call in flight when the worker stopped.
+sub sent_once_per_attempt
+{
+	my ($label, $account) = @_;
+	my $posts = posts_of($account, qr{^/api/v1/users/invite$});
+	my $rows = db_rows("SELECT p.provider_id, o.attempts FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+		 WHERE o.account_id = '$account' AND o.kind = 'invite' ORDER BY 1");
+	my @bad = map { "$_->[0]: " . scalar(@{ $posts->{ $_->[0] } // [] }) . " POSTs in $_->[1] attempts" }
+	  grep { @{ $posts->{ $_->[0] } // [] } > $_->[1] } @$rows;
+	is(join('; ', @bad), '', "$label: no invitation was sent twice in one attempt");
 }
 
 # ---- the worker killed before, during and after a batch's HTTP calls ---------------------
