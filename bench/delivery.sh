@@ -30,6 +30,8 @@
 #     PGSS=1       prints the statements that took the most time in each worker run
 #     PERF_OUT=/tmp/w.perf  records the worker with perf during each worker
 #                  run (perf report -i /tmp/w.perf.CONC.BATCH)
+#     SYSCALLS=1   prints the worker's system calls per call of each worker run
+#                  (perf stat of its sendto, recvfrom, poll, epoll and write tracepoints)
 #
 #   sudo bench/delivery.sh 100000      (as root: the cluster runs as postgres)
 #
@@ -74,6 +76,11 @@ worker_run() {
 		perf record -F 999 -g -o "$PERF_OUT.$conc.$batch" -p "$wpid" >/dev/null 2>&1 &
 		perf_pid=$!
 	fi
+	if [ -n "${SYSCALLS:-}" ]; then
+		perf stat -x, -e 'syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_poll,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_pwrite64,syscalls:sys_enter_fdatasync' \
+			-o "$BENCH_DIR/syscalls" -p "$wpid" >/dev/null 2>&1 &
+		stat_pid=$!
+	fi
 	# start: the release commits (clock_timestamp() just before COMMIT); end: the last result
 	# recorded (max(finished_at), the recording transaction's time).  Polled from the shell
 	# every 0.2 s: a waiting loop inside the server would hold back the xmin horizon, and then
@@ -91,6 +98,12 @@ worker_run() {
 	if [ -n "${PERF_OUT:-}" ]; then
 		kill -INT "$perf_pid"
 		wait "$perf_pid" || true
+	fi
+	if [ -n "${SYSCALLS:-}" ]; then
+		kill -INT "$stat_pid"
+		wait "$stat_pid" || true
+		awk -F, -v n="$n" '$3 ~ /sys_enter_/ { sub(/.*sys_enter_/, "", $3); printf "%s %.2f  ", $3, $1 / n }
+			END { print "(system calls a call)" }' "$BENCH_DIR/syscalls" | sed 's/^/    /' >&2
 	fi
 	errors=$(q -c "SELECT count(*) FROM sam.outbox WHERE state <> 'done'")
 	awk -v s="$start" -v e="$end" -v n="$n" -v err="$errors" -v c0="$c0" -v c1="$c1" \
