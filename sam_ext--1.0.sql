@@ -166,7 +166,20 @@ CREATE TABLE sam.accounts (
         AND spacing_max <= interval '1 hour'),
     CONSTRAINT accounts_limit_pause_range CHECK (limit_pause BETWEEN interval '1 minute' AND interval '30 days'),
     CONSTRAINT accounts_status_valid CHECK (status IN ('active', 'paused', 'disconnected'))
-);
+) WITH (fillfactor = 10);
+/*
+ * A few accounts per page (fillfactor 10), so that the foreign key checks
+ * find an account by its primary key.  PostgreSQL checks each row written
+ * to sam.outbox (and each campaign) with SELECT 1 FROM ONLY sam.accounts
+ * WHERE account_id = $1 FOR KEY SHARE, planned like any query: 100 accounts
+ * packed into 3 pages cost less to read in full than through the index at
+ * the default random_page_cost, so each check read every account (~7 us);
+ * by key it takes ~1.2 us.  With fewer accounts than fill 8 pages the scan
+ * remains, and reads only those few rows.  bench/due_work.sh at 1,000,000
+ * prospects (100 accounts): process_pending_prospects 13% faster,
+ * process_follow_ups 9%.  The table stays small (some kB per account) and
+ * the room left serves its updates (next_action_at, status) as HOT ones.
+ */
 /*
  * The time zone is checked by a trigger, not a CHECK constraint: a CHECK
  * runs on every update of the row (the worker updates accounts on every
@@ -219,7 +232,7 @@ CREATE TABLE sam.campaigns (
     CONSTRAINT campaigns_follow_ups_array CHECK (jsonb_typeof(follow_ups) = 'array'),
     CONSTRAINT campaigns_withdraw_after_range CHECK (withdraw_after BETWEEN interval '1 day' AND interval '180 days'),
     CONSTRAINT campaigns_complete_after_range CHECK (complete_after BETWEEN interval '0' AND interval '365 days')
-);
+) WITH (fillfactor = 10);     -- found by key by each prospect's foreign key check (see sam.accounts)
 CREATE INDEX campaigns_account_idx ON sam.campaigns (account_id);
 CREATE INDEX campaigns_scheduled_idx ON sam.campaigns (start_at) WHERE status = 'scheduled';
 COMMENT ON TABLE sam.campaigns IS 'Outreach campaigns: one account, a connection note and a follow-up sequence';
