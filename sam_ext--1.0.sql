@@ -1099,12 +1099,25 @@ BEGIN
           INTO queued, resolving, failed;
     END IF;
 
-    SELECT count(*) INTO left_pending FROM sam.prospects x
-     WHERE x.campaign_id = c.id AND x.status = 'pending'
-       AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = x.account_id
-                          AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
-                          AND o.state IN ('queued', 'in_flight', 'failed')
-                        OFFSET 0);      -- (OFFSET 0: as above)
+    /*
+     * Still pending: the campaign's pending prospects less those with a call
+     * under way (queued, in flight or failed and to be retried).  Counted as
+     * a difference, so that the prospects waiting for a later day (often
+     * thousands a campaign, against a cap of a few dozen a day) are counted
+     * from an index alone, not each with a probe of the outbox every hour;
+     * the calls under way are the account's unfinished rows
+     * (outbox_account_due_idx).  One statement: one snapshot.
+     */
+    SELECT (SELECT count(*) FROM sam.prospects x WHERE x.campaign_id = c.id AND x.status = 'pending')
+           - (SELECT count(DISTINCT y.id)
+                FROM sam.outbox o
+                JOIN sam.prospects y ON y.id = o.prospect_id
+               WHERE o.account_id = c.account_id AND o.finished_at IS NULL
+                 AND o.state IN ('queued', 'in_flight', 'failed')
+                 AND o.kind IN ('invite', 'resolve_profile')
+                 AND y.campaign_id = c.id AND y.status = 'pending' AND y.account_id = o.account_id
+                 AND o.idempotency_key IN ('invite:' || y.id, 'resolve:' || y.id))
+      INTO left_pending;
     RETURN jsonb_strip_nulls(jsonb_build_object('queued', queued,
         'resolving', resolving, 'failed', failed,
         'still_pending', left_pending, 'reason', reason, 'next_window', next_window));

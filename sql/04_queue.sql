@@ -22,7 +22,7 @@ SELECT sam.process_pending_prospects() - 'campaigns' AS job;
 SELECT count(*) AS rows, count(DISTINCT idempotency_key) AS keys FROM sam.outbox WHERE account_id = 'acc-q';
 -- an action cannot be queued twice, whoever tries
 INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
-SELECT account_id, kind, idempotency_key, request FROM sam.outbox WHERE account_id = 'acc-q' LIMIT 1;
+SELECT account_id, kind, idempotency_key, request FROM sam.outbox WHERE account_id = 'acc-q' ORDER BY id LIMIT 1;
 
 -- evening: outside working hours, nothing is queued and the answer says when the window opens
 SELECT sam.set_clock('2026-03-02 18:30:00+00', frozen => true)->>'now' AS now;
@@ -104,4 +104,31 @@ SELECT coalesce(p.provider_id, p.public_identifier) AS who, p.status, p.last_err
   FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id
  WHERE p.campaign_id = :sid ORDER BY p.id;
 SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-set';
+ROLLBACK;
+-- still_pending: the campaign's pending prospects less those with a call under way (queued, in
+-- flight, failed and to be retried); a finished call (done, dead, cancelled) leaves its prospect
+-- counted.  Rolled back; the last column is the count written as a probe per prospect.
+BEGIN;
+SELECT sam.set_clock('2026-03-12 15:00:00+00', frozen => true)->>'now' AS now;
+SELECT sam.create_account('acc-sp', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          daily_invite_cap => 7, spacing_min => '0', spacing_max => '0')->>'success';
+SELECT (sam.create_campaign('acc-sp', 'Still pending', NULL))->>'campaign_id' AS spid \gset
+SELECT (sam.add_prospects(:spid, (SELECT jsonb_agg(CASE WHEN i <= 2 THEN jsonb_build_object('public_identifier', 'sp-' || i)
+                                                       ELSE jsonb_build_object('provider_id', 'ACoSP' || i) END)
+                                   FROM generate_series(1, 10) i)))->>'inserted' AS inserted;
+SELECT sam.start_campaign(:spid) - 'campaign_id' AS started;
+UPDATE sam.outbox o SET state = s.state, finished_at = CASE WHEN s.state IN ('done', 'dead', 'cancelled') THEN sam.now() END,
+                        claimed_at = CASE WHEN s.state = 'in_flight' THEN sam.now() END
+  FROM (SELECT id, (ARRAY['in_flight', 'queued', 'failed', 'done', 'dead', 'cancelled', 'queued'])[row_number() OVER (ORDER BY id)] AS state
+          FROM sam.outbox WHERE account_id = 'acc-sp') s
+ WHERE o.id = s.id;
+UPDATE sam.prospects SET status = 'failed' WHERE id = (SELECT max(prospect_id) FROM sam.outbox WHERE account_id = 'acc-sp');
+SELECT o.kind, o.state, p.status FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.account_id = 'acc-sp' ORDER BY o.id;
+SELECT sam.send_connection_requests(:spid) - 'campaign_id' AS again;
+SELECT count(*) AS by_probes FROM sam.prospects x
+ WHERE x.campaign_id = :spid AND x.status = 'pending'
+   AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = x.account_id
+                      AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
+                      AND o.state IN ('queued', 'in_flight', 'failed'));
 ROLLBACK;
