@@ -279,6 +279,15 @@ CREATE TABLE sam.prospects (
 CREATE UNIQUE INDEX prospects_account_provider_key ON sam.prospects (account_id, provider_id) WHERE provider_id IS NOT NULL;
 CREATE UNIQUE INDEX prospects_account_public_key ON sam.prospects (account_id, public_identifier) WHERE public_identifier IS NOT NULL;
 CREATE INDEX prospects_campaign_status_idx ON sam.prospects (campaign_id, status);
+/*
+ * A campaign's pending prospects in id order: the hourly queueing takes the next ones its cap
+ * lets go (ORDER BY id LIMIT the cap) from the front of this index instead of sorting all of
+ * them, often thousands against a cap of a few dozen a day.  Partial, so that it holds only the
+ * prospects still to invite and no later update of a prospect writes to it; the id is not added
+ * to prospects_campaign_status_idx instead, because that would end the B-tree's deduplication
+ * of its (campaign, status) keys: 84 MB more at 1,000,000 prospects.
+ */
+CREATE INDEX prospects_pending_idx ON sam.prospects (campaign_id, id) WHERE status = 'pending';
 CREATE INDEX prospects_follow_up_due_idx ON sam.prospects (follow_up_due_at) WHERE follow_up_due_at IS NOT NULL;
 COMMENT ON TABLE sam.prospects IS 'People a campaign reaches, their state in the sequence and the time of each transition';
 COMMENT ON COLUMN sam.prospects.connected_via IS 'The evidence of acceptance: webhook, relations, note_chat, reply, already_connected, profile';
@@ -1020,7 +1029,10 @@ BEGIN
          * they say it is empty or small (a new installation's outbox after a VACUUM) the plan
          * scans the whole outbox for each campaign (hash anti join) or each prospect (nested
          * loop), while the run itself fills it: quadratic.  bench/due_work.sh, 100 campaigns of
-         * 100 prospects after a VACUUM: 790 ms without, 425 ms with.
+         * 100 prospects after a VACUUM: 790 ms without, 425 ms with.  prospects_pending_idx
+         * gives the pending prospects in id order, so the scan stops after the first `remaining`
+         * that may go: a campaign's backlog beyond its cap is not read (bench/due_work.sh, 4,900
+         * pending prospects a campaign and 100 let go: 16 ms a campaign by sorting them all).
          */
         SELECT array_agg(s.id ORDER BY s.id) INTO ids
           FROM (SELECT x.id FROM sam.prospects x
