@@ -28,6 +28,11 @@
 #     PG_PORT=21441
 #     PLANS=0      do not print the plans
 #     PGSS=1       prints the statements that took the most time in each job
+#     BACKLOG=0    do not measure the pending job with a backlog: last for each
+#                  size, the invited prospects (48%) are made pending, so that
+#                  each campaign has ~50 times more pending prospects than its
+#                  daily cap lets go; the due count (what the caps let go) is
+#                  the same, and so must the time be
 #     FLOOR=0      do not measure the floor: the same number of outbox rows as
 #                  the follow-ups queue, written by one INSERT ... SELECT of
 #                  ready-made rows, into sam.outbox, into a copy of it without
@@ -200,5 +205,21 @@ for size in $sizes; do
 			 ORDER BY x.id LIMIT 100 FOR UPDATE SKIP LOCKED;
 			ROLLBACK;
 		SQL
+	fi
+	if [ "${BACKLOG:-1}" != 0 ]; then
+		# the invited prospects (48%) become pending: each campaign then has ~50 times more
+		# pending prospects than its cap lets go today; the run still queues the same ones
+		q -c "UPDATE sam.prospects SET status = 'pending', follow_up_due_at = NULL, invited_at = NULL
+		       WHERE status = 'connection_request_sent'" -c "VACUUM ANALYZE sam.prospects" >/dev/null
+		backlog=$(q -c "SELECT count(*) FROM sam.prospects WHERE status = 'pending'")
+		ms=$(time_job "SELECT sam._job_process_pending_prospects()")
+		queued=$(q <<-SQL | tail -1
+			BEGIN;
+			SELECT sam._job_process_pending_prospects()->>'queued';
+			ROLLBACK;
+		SQL
+		)
+		printf '%-10s %-9s %-27s %8.0f %10.0f %12s %6s\n' "$size" "$due" "pending, $backlog waiting" "$ms" \
+			"$(echo "$queued $ms" | awk '{ print ($2 > 0 ? $1 * 1000 / $2 : 0) }')" "$queued" "$(bench_load)"
 	fi
 done
