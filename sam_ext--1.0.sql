@@ -174,11 +174,13 @@ CREATE TABLE sam.accounts (
  * WHERE account_id = $1 FOR KEY SHARE, planned like any query: 100 accounts
  * packed into 3 pages cost less to read in full than through the index at
  * the default random_page_cost, so each check read every account (~7 us);
- * by key it takes ~1.2 us.  With fewer accounts than fill 8 pages the scan
- * remains, and reads only those few rows.  bench/due_work.sh at 1,000,000
- * prospects (100 accounts): process_pending_prospects 13% faster,
- * process_follow_ups 9%.  The table stays small (some kB per account) and
- * the room left serves its updates (next_action_at, status) as HOT ones.
+ * by key it takes ~1.2 us.  With fewer accounts than fill 8 pages (about
+ * 30) the scan remains, and reads only those few rows.  bench/due_work.sh
+ * at 1,000,000 prospects (100 accounts): process_pending_prospects 13%
+ * faster, process_follow_ups 9%.  The table stays small (4 accounts a page:
+ * 2 MB for 1,000) and the room left serves its updates (next_action_at,
+ * status) as HOT ones.  sam.campaigns keeps the default: its rows fill a
+ * page at fillfactor 10, and the campaigns are read in full every hour.
  */
 /*
  * The time zone is checked by a trigger, not a CHECK constraint: a CHECK
@@ -232,7 +234,7 @@ CREATE TABLE sam.campaigns (
     CONSTRAINT campaigns_follow_ups_array CHECK (jsonb_typeof(follow_ups) = 'array'),
     CONSTRAINT campaigns_withdraw_after_range CHECK (withdraw_after BETWEEN interval '1 day' AND interval '180 days'),
     CONSTRAINT campaigns_complete_after_range CHECK (complete_after BETWEEN interval '0' AND interval '365 days')
-) WITH (fillfactor = 10);     -- found by key by each prospect's foreign key check (see sam.accounts)
+);
 CREATE INDEX campaigns_account_idx ON sam.campaigns (account_id);
 CREATE INDEX campaigns_scheduled_idx ON sam.campaigns (start_at) WHERE status = 'scheduled';
 COMMENT ON TABLE sam.campaigns IS 'Outreach campaigns: one account, a connection note and a follow-up sequence';
