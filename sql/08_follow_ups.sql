@@ -46,8 +46,53 @@ UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interv
 UPDATE sam.prospects SET variables = '{}' WHERE provider_id = 'ACoG3';
 INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
 SELECT jsonb_pretty(sam._job_process_follow_ups_start(:run_id) #- '{results,0,prospect_id}') AS answer;
-SELECT p.provider_id, p.status, p.last_error, o.kind, o.not_before, o.context->>'text' AS text
+SELECT p.provider_id, p.status, p.last_error, o.kind, o.not_before, o.context->>'text' AS text,
+       p.follow_up_due_at
   FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id
  WHERE p.campaign_id = :gid ORDER BY p.provider_id;
 SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-g';
+ROLLBACK;
+-- What cannot go now is due again when it may (the next working window, or the next day once the
+-- daily cap is reached), and a paused account's prospects are not taken: the 10,000 due prospects
+-- a run takes are never the same ones that cannot go, run after run, while another account's
+-- wait behind them.  Rolled back.
+BEGIN;
+SELECT sam.create_account('acc-hl', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          daily_message_cap => 1, spacing_min => '0', spacing_max => '0')->>'success';
+-- Monday 10:00 UTC is 19:00 in Tokyo: outside acc-late's hours
+SELECT sam.create_account('acc-late', time_zone => 'Asia/Tokyo')->>'success';
+SELECT sam.create_account('acc-ok', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '0', spacing_max => '0')->>'success';
+SELECT (sam.create_campaign('acc-hl', 'HL', NULL, '[{"template": "hi"}]'))->>'campaign_id' AS hl \gset
+SELECT (sam.create_campaign('acc-late', 'Late', NULL, '[{"template": "hi"}]'))->>'campaign_id' AS late \gset
+SELECT (sam.create_campaign('acc-ok', 'OK', NULL, '[{"template": "hi"}]'))->>'campaign_id' AS ok \gset
+UPDATE sam.campaigns SET status = 'running' WHERE id IN (:hl, :late, :ok);
+INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, connected_at, follow_up_due_at)
+SELECT :hl, 'acc-hl', 'ACoHL' || i, 'connected', sam.now() - interval '2 days',
+       sam.now() - interval '1 day' + i * interval '1 millisecond'
+  FROM generate_series(1, 9999) i
+UNION ALL
+SELECT :late, 'acc-late', 'ACoLATE', 'connected', sam.now() - interval '2 days', sam.now() - interval '2 days'
+UNION ALL
+SELECT :ok, 'acc-ok', 'ACoOK', 'connected', sam.now() - interval '2 days', sam.now() - interval '1 minute';
+INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
+-- the first 10,000 in due order: ACoLATE and acc-hl's; one message goes (acc-hl's cap)
+SELECT r->'processed' AS processed, r->'queued' AS queued, r->'pending' AS pending
+  FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT account_id, follow_up_due_at, count(*) FROM sam.prospects
+ WHERE account_id IN ('acc-hl', 'acc-late', 'acc-ok') AND follow_up_sequence_index = 0
+   AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.prospect_id = prospects.id)
+ GROUP BY 1, 2 ORDER BY 1, 2;
+-- the next run (the same minute) takes ACoOK, and only it
+SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT p.provider_id, o.kind FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.account_id IN ('acc-hl', 'acc-late', 'acc-ok') ORDER BY o.id;
+-- a paused account's due prospects are not taken (ACoOK's message, still on its way, is looked at
+-- again); resumed, they are
+UPDATE sam.prospects SET follow_up_due_at = sam.now() - interval '1 hour'
+ WHERE account_id = 'acc-hl' AND follow_up_due_at > sam.now();
+SELECT sam.pause_account('acc-hl')->>'status' AS status;
+SELECT r->'processed' AS processed FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT sam.resume_account('acc-hl')->>'status' AS status;
+SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
 ROLLBACK;
