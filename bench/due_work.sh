@@ -185,6 +185,7 @@ for size in $sizes; do
 			EXPLAIN (COSTS OFF) SELECT pr.*, c.follow_ups, c.complete_after
 			  FROM sam.prospects pr
 			  JOIN sam.campaigns c ON c.id = pr.campaign_id AND c.status = 'running'
+			  JOIN sam.accounts a ON a.account_id = pr.account_id AND a.status = 'active'
 			 WHERE pr.follow_up_due_at <= sam.now() AND pr.status IN ('connection_request_sent', 'connected')
 			 ORDER BY pr.follow_up_due_at, pr.id LIMIT 10000 FOR UPDATE OF pr SKIP LOCKED;
 			EXPLAIN (COSTS OFF) SELECT DISTINCT x.id FROM sam.campaigns x
