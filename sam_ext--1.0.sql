@@ -2538,9 +2538,10 @@ END $$;
  * next working window (outside working hours), or at its first window of
  * the next day (daily cap reached).  The prospects of a paused or
  * disconnected account (like those of a paused campaign) are not taken at
- * all and stay due until it is resumed.  So the 10,000 taken a run are never
- * the same prospects that cannot go, run after run, while those of other
- * accounts wait behind them.  Campaigns whose prospects all reached a final
+ * all and stay due until it is resumed.  A step already queued is looked at
+ * again an hour after its message is to go.  So the 10,000 taken a run are
+ * never the same prospects that cannot go, run after run, while those of
+ * other accounts wait behind them.  Campaigns whose prospects all reached a final
  * state are completed.
  *
  * Set-based (bench/due_work.sh): the due prospects are locked in one
@@ -2607,18 +2608,24 @@ BEGIN
     -- (without the campaign's steps and the prospect's variables: the CTEs after this one stay narrow)
     k AS MATERIALIZED (
         SELECT d.id, d.status, d.account_id, d.campaign_id, d.chat_id, d.provider_id, d.follow_up_due_at, d.step,
-               b.reason, b.remaining, b.t0, b.spacing_min, b.spacing_max, b.due_again,
+               b.reason, b.remaining, b.t0, b.spacing_min, b.spacing_max, b.due_again, q.not_before AS queued_for,
                CASE WHEN d.status = 'connection_request_sent' THEN 'not_connected_yet'
                     WHEN d.step > jsonb_array_length(d.follow_ups) THEN 'completed'
                     -- already queued for this step (an earlier run): it is on its way
-                    WHEN EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = d.account_id
-                                    AND o.idempotency_key = 'message:' || d.id || ':' || d.step) THEN 'on_its_way'
+                    WHEN q.not_before IS NOT NULL THEN 'on_its_way'
                     WHEN b.reason IS NOT NULL THEN 'deferred'
                     ELSE 'render' END AS what,
                CASE WHEN d.status = 'connected' AND d.step <= jsonb_array_length(d.follow_ups) AND b.reason IS NULL
+                         AND q.not_before IS NULL
                     THEN sam._try_render(d.follow_ups->(d.step - 1)->>'template', d.variables,
                                          d.first_name, d.last_name, d.company, d.title) END AS out
           FROM d LEFT JOIN b ON b.account_id = d.account_id
+          -- (OFFSET 0: a probe of the key per prospect, never a join planned from the outbox's statistics)
+          LEFT JOIN LATERAL (SELECT o.not_before FROM sam.outbox o
+                              WHERE d.status = 'connected' AND d.step <= jsonb_array_length(d.follow_ups)
+                                AND o.account_id = d.account_id
+                                AND o.idempotency_key = 'message:' || d.id || ':' || d.step
+                             OFFSET 0) q ON true
     ),
     -- the rendered messages, numbered per account in due order
     y AS MATERIALIZED (
@@ -2663,27 +2670,30 @@ BEGIN
          WHERE a.account_id = x.account_id
     ),
     -- not accepted yet: look again tomorrow; sequence ended: completed; step not renderable: failed;
-    -- cannot go now (working hours, daily cap): due again when it may
+    -- cannot go now (working hours, daily cap): due again when it may; queued already: looked at
+    -- again an hour after its message is to go (its delivery sets the next step's time before that)
     moved AS (
         UPDATE sam.prospects x
            SET follow_up_due_at = CASE m.what WHEN 'not_connected_yet' THEN now_t + interval '1 day'
-                                              WHEN 'deferred' THEN m.due_again END,
-               status = CASE WHEN m.what IN ('not_connected_yet', 'deferred') THEN x.status
+                                              WHEN 'deferred' THEN m.due_again
+                                              WHEN 'on_its_way' THEN greatest(m.queued_for, now_t) + interval '1 hour' END,
+               status = CASE WHEN m.what IN ('not_connected_yet', 'deferred', 'on_its_way') THEN x.status
                              WHEN m.what = 'completed' THEN 'completed' ELSE 'failed' END,
                completed_at = CASE WHEN m.what = 'completed' THEN now_t ELSE x.completed_at END,
                failed_at = CASE WHEN m.what = 'failed' THEN now_t ELSE x.failed_at END,
-               updated_at = CASE WHEN m.what IN ('not_connected_yet', 'deferred') THEN x.updated_at ELSE now_t END,
+               updated_at = CASE WHEN m.what IN ('not_connected_yet', 'deferred', 'on_its_way') THEN x.updated_at
+                                 ELSE now_t END,
                last_error = CASE WHEN m.what = 'failed'
                                  THEN left(format('follow-up step %s: %s', m.step, m.out[2]), 1000)
                                  ELSE x.last_error END
-          FROM (SELECT k.id, k.step, k.out, k.due_again,
+          FROM (SELECT k.id, k.step, k.out, k.due_again, k.queued_for,
                        CASE WHEN k.what = 'render' THEN 'failed' ELSE k.what END AS what
                   FROM k
-                 WHERE k.what IN ('not_connected_yet', 'completed')
+                 WHERE k.what IN ('not_connected_yet', 'completed', 'on_its_way')
                     OR (k.what = 'render' AND k.out[2] IS NOT NULL)
                     OR (k.what = 'deferred' AND k.due_again IS NOT NULL)
                 UNION ALL
-                SELECT y.id, y.step, y.out, y.due_again, 'deferred'
+                SELECT y.id, y.step, y.out, y.due_again, NULL::timestamptz, 'deferred'
                   FROM y
                  WHERE y.rn > y.remaining AND y.due_again IS NOT NULL) m
          WHERE x.id = m.id

@@ -83,9 +83,10 @@ SELECT account_id, follow_up_due_at, count(*) FROM sam.prospects
  WHERE account_id IN ('acc-hl', 'acc-late', 'acc-ok') AND follow_up_sequence_index = 0
    AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.prospect_id = prospects.id)
  GROUP BY 1, 2 ORDER BY 1, 2;
--- the next run (the same minute) takes ACoOK, and only it
+-- the next run (the same minute) queues ACoOK's message, and looks at ACoHL1's, still on its way,
+-- again an hour after it is to go
 SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
-SELECT p.provider_id, o.kind FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+SELECT p.provider_id, o.kind, o.not_before, p.follow_up_due_at FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
  WHERE o.account_id IN ('acc-hl', 'acc-late', 'acc-ok') ORDER BY o.id;
 -- a paused account's due prospects are not taken (ACoOK's message, still on its way, is looked at
 -- again); resumed, they are
