@@ -797,8 +797,9 @@ $$;
 
 /*
  * sam._normalize_prospect checks one input item of add_prospects and
- * returns it in stored form, or raises invalid_parameter_value with the
- * reason (add_prospects reports it for that row and goes on).
+ * returns it in stored form, or {"error": reason} (add_prospects reports it
+ * for that row and goes on): an answer, not an exception, so that checking
+ * a batch needs no subtransaction per item.
  */
 CREATE FUNCTION sam._normalize_prospect(item jsonb, used text[], required text[]) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
@@ -814,59 +815,62 @@ DECLARE
     v text;
 BEGIN
     IF jsonb_typeof(item) <> 'object' THEN
-        PERFORM sam._invalid('prospect', 'must be a JSON object');
+        RETURN jsonb_build_object('error', 'invalid prospect: must be a JSON object');
     END IF;
-    FOR k IN SELECT jsonb_object_keys(item) LOOP
-        IF k NOT IN ('provider_id', 'public_identifier', 'profile_url', 'first_name', 'last_name',
-                     'company', 'title', 'variables') THEN
-            PERFORM sam._invalid(k, 'unknown field',
-                'Fields: provider_id, public_identifier, profile_url, first_name, last_name, company, title, variables.');
-        END IF;
-        IF k <> 'variables' AND jsonb_typeof(item->k) NOT IN ('string', 'null') THEN
-            PERFORM sam._invalid(k, 'must be a string');
-        END IF;
-    END LOOP;
+    -- (a query per item costs more than the rest of the checks: the keys are walked, in the
+    -- order of the first error to report, only when a test of the whole item fails)
+    IF NOT ((item - '{provider_id,public_identifier,profile_url,first_name,last_name,company,title,variables}'::text[]) = '{}'
+            AND NOT jsonb_path_exists(item - 'variables', 'strict $.* ? (@.type() != "string" && @.type() != "null")')) THEN
+        FOR k IN SELECT jsonb_object_keys(item) LOOP
+            IF k NOT IN ('provider_id', 'public_identifier', 'profile_url', 'first_name', 'last_name',
+                         'company', 'title', 'variables') THEN
+                RETURN jsonb_build_object('error', format('invalid %s: unknown field', k));
+            END IF;
+            IF k <> 'variables' AND jsonb_typeof(item->k) NOT IN ('string', 'null') THEN
+                RETURN jsonb_build_object('error', format('invalid %s: must be a string', k));
+            END IF;
+        END LOOP;
+    END IF;
     pid := nullif(btrim(item->>'provider_id'), '');
     pub := nullif(lower(btrim(item->>'public_identifier')), '');
     url := nullif(btrim(item->>'profile_url'), '');
     IF pid IS NOT NULL AND pid !~ '^[A-Za-z0-9_-]{4,200}$' THEN
-        PERFORM sam._invalid('provider_id', 'must be a LinkedIn provider id such as ACoAA...');
+        RETURN jsonb_build_object('error', 'invalid provider_id: must be a LinkedIn provider id such as ACoAA...');
     END IF;
     IF url IS NOT NULL THEN
         m := regexp_match(url, '^(?:https?://)?(?:[a-z]{2,3}\.)?(?:www\.)?linkedin\.com/in/([^/?#\s]{1,200})/?(?:[?#].*)?$', 'i');
         IF m IS NULL THEN
-            PERFORM sam._invalid('profile_url', 'must look like https://www.linkedin.com/in/<public-identifier>/');
+            RETURN jsonb_build_object('error', 'invalid profile_url: must look like https://www.linkedin.com/in/<public-identifier>/');
         END IF;
         IF pub IS NOT NULL AND pub <> lower(m[1]) THEN
-            PERFORM sam._invalid('profile_url', 'names another person than public_identifier');
+            RETURN jsonb_build_object('error', 'invalid profile_url: names another person than public_identifier');
         END IF;
         pub := lower(m[1]);
     END IF;
     IF pub IS NOT NULL AND pub !~ '^[^/?#\s]{1,200}$' THEN
-        PERFORM sam._invalid('public_identifier', 'must be the part after linkedin.com/in/');
+        RETURN jsonb_build_object('error', 'invalid public_identifier: must be the part after linkedin.com/in/');
     END IF;
     IF pid IS NULL AND pub IS NULL THEN
-        PERFORM sam._invalid('prospect', 'needs provider_id, public_identifier or profile_url');
+        RETURN jsonb_build_object('error', 'invalid prospect: needs provider_id, public_identifier or profile_url');
     END IF;
     vars := coalesce(item->'variables', '{}');
     IF jsonb_typeof(vars) <> 'object' THEN
-        PERFORM sam._invalid('variables', 'must be a JSON object');
+        RETURN jsonb_build_object('error', 'invalid variables: must be a JSON object');
     END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_each(vars) e WHERE jsonb_typeof(e.value) NOT IN ('string', 'number', 'boolean', 'null')) THEN
-        PERFORM sam._invalid('variables', 'values must be strings, numbers or booleans');
+    IF vars <> '{}' AND jsonb_path_exists(vars, 'strict $.* ? (@.type() == "object" || @.type() == "array")') THEN
+        RETURN jsonb_build_object('error', 'invalid variables: values must be strings, numbers or booleans');
     END IF;
     all_vars := vars || jsonb_strip_nulls(jsonb_build_object(
         'first_name', nullif(btrim(item->>'first_name'), ''), 'last_name', nullif(btrim(item->>'last_name'), ''),
         'company', nullif(btrim(item->>'company'), ''), 'title', nullif(btrim(item->>'title'), '')));
     FOREACH v IN ARRAY used LOOP
         IF char_length(all_vars->>v) > sam._variable_max_length(v) THEN
-            PERFORM sam._invalid(v, format('longer than %s characters', sam._variable_max_length(v)),
-                'The campaign''s templates use it, and their length was checked with this limit.');
+            RETURN jsonb_build_object('error', format('invalid %s: longer than %s characters', v, sam._variable_max_length(v)));
         END IF;
     END LOOP;
     FOREACH v IN ARRAY required LOOP
         IF coalesce(all_vars->>v, '') = '' THEN
-            PERFORM sam._invalid(v, 'missing, and a template of the campaign uses it without a fallback');
+            RETURN jsonb_build_object('error', format('invalid %s: missing, and a template of the campaign uses it without a fallback', v));
         END IF;
     END LOOP;
     RETURN jsonb_build_object('provider_id', pid, 'public_identifier', pub, 'profile_url', url,
@@ -882,17 +886,13 @@ DECLARE
     c sam.campaigns := sam._campaign_or_fail(add_prospects.campaign_id);
     used text[];
     required text[];
-    item jsonb;
-    n jsonb;
-    idx integer := -1;
-    new_id bigint;
-    inserted integer := 0;
-    ids bigint[] := '{}';
-    dups jsonb := '[]';
-    bad jsonb := '[]';
-    refused jsonb := '[]';
-    why text;
-    other record;
+    inserted integer;
+    ids bigint[];
+    tried jsonb;
+    screening boolean;
+    dups jsonb;
+    bad jsonb;
+    refused jsonb;
 BEGIN
     IF prospects IS NULL OR jsonb_typeof(prospects) <> 'array' THEN
         PERFORM sam._invalid('prospects', 'must be a JSON array of prospect objects');
@@ -909,38 +909,64 @@ BEGIN
     -- taken before the refusal checks: an erasure (SHARE ROW EXCLUSIVE) either
     -- finished, and its suppression is seen below, or waits for this import
     LOCK TABLE sam.prospects IN ROW EXCLUSIVE MODE;
-    FOR item IN SELECT * FROM jsonb_array_elements(prospects) LOOP
-        idx := idx + 1;
-        BEGIN
-            n := sam._normalize_prospect(item, used, required);
-        EXCEPTION WHEN invalid_parameter_value THEN
-            bad := bad || jsonb_build_array(jsonb_build_object('index', idx, 'reason', SQLERRM));
-            CONTINUE;
-        END;
-        why := sam._refusal(n);
-        IF why IS NOT NULL THEN
-            refused := refused || jsonb_build_array(jsonb_build_object('index', idx, 'reason', why));
-            CONTINUE;
-        END IF;
-        INSERT INTO sam.prospects (campaign_id, account_id, provider_id, public_identifier, profile_url,
+    -- with no erasure and no do-not-contact entry, no item is looked up in them (15 us an item)
+    screening := EXISTS (SELECT 1 FROM sam.suppressions) OR EXISTS (SELECT 1 FROM sam.do_not_contact);
+    /*
+     * The whole batch in one statement: each item checked (an invalid one is
+     * answered, not raised), refused or inserted in the order given (so that,
+     * of two items naming the same person, the first is inserted and the
+     * second is a duplicate).  Each item to insert draws its id first, in
+     * that order: the ids returned are then the inserted items in order, and
+     * the others are the duplicates, with no join of the batch with itself
+     * (whose size the planner cannot know: a nested loop over 100,000 items
+     * would compare every pair).
+     */
+    WITH items AS MATERIALIZED (
+        SELECT (e.ord - 1)::integer AS idx, sam._normalize_prospect(e.item, used, required) AS n
+          FROM jsonb_array_elements(prospects) WITH ORDINALITY e(item, ord)
+    ),
+    checked AS MATERIALIZED (
+        SELECT i.idx, i.n, CASE WHEN screening AND NOT i.n ? 'error' THEN sam._refusal(i.n) END AS why
+          FROM items i
+    ),
+    cand AS MATERIALIZED (
+        SELECT s.idx, s.n, nextval('sam.prospects_id_seq') AS id
+          FROM (SELECT k.idx, k.n FROM checked k WHERE NOT k.n ? 'error' AND k.why IS NULL ORDER BY k.idx) s
+    ),
+    ins AS (
+        INSERT INTO sam.prospects (id, campaign_id, account_id, provider_id, public_identifier, profile_url,
                                    first_name, last_name, company, title, variables)
-        VALUES (c.id, c.account_id, n->>'provider_id', n->>'public_identifier', n->>'profile_url',
-                n->>'first_name', n->>'last_name', n->>'company', n->>'title', n->'variables')
+        OVERRIDING SYSTEM VALUE
+        SELECT k.id, c.id, c.account_id, k.n->>'provider_id', k.n->>'public_identifier', k.n->>'profile_url',
+               k.n->>'first_name', k.n->>'last_name', k.n->>'company', k.n->>'title', k.n->'variables'
+          FROM cand k
+         ORDER BY k.idx
         ON CONFLICT DO NOTHING
-        RETURNING id INTO new_id;
-        IF new_id IS NULL THEN
-            SELECT p.id, p.campaign_id INTO other FROM sam.prospects p
-             WHERE p.account_id = c.account_id
-               AND (p.provider_id = n->>'provider_id' OR p.public_identifier = n->>'public_identifier')
-             LIMIT 1;
-            dups := dups || jsonb_build_array(jsonb_build_object('index', idx,
-                'reason', format('already prospect %s of campaign %s on this account', other.id, other.campaign_id)));
-        ELSE
-            inserted := inserted + 1;
-            ids := ids || new_id;
-        END IF;
-        new_id := NULL;
-    END LOOP;
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM ins),
+           (SELECT coalesce(array_agg(x.id ORDER BY x.id), '{}') FROM ins x),
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('index', k.idx, 'reason', k.n->>'error') ORDER BY k.idx), '[]')
+              FROM checked k WHERE k.n ? 'error'),
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('index', k.idx, 'reason', k.why) ORDER BY k.idx), '[]')
+              FROM checked k WHERE k.why IS NOT NULL),
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(k.idx, k.id, k.n->>'provider_id', k.n->>'public_identifier')
+                                      ORDER BY k.idx), '[]')
+              FROM cand k)
+      INTO inserted, ids, bad, refused, tried;
+
+    -- the items not inserted are duplicates: named with the other prospect, once the batch is in (it
+    -- may be one of it); OFFSET 0 keeps each a probe of the primary key
+    SELECT coalesce(jsonb_agg(jsonb_build_object('index', (t->>0)::integer,
+               'reason', format('already prospect %s of campaign %s on this account', o.id, o.campaign_id))
+               ORDER BY (t->>0)::integer), '[]')
+      INTO dups
+      FROM jsonb_array_elements(tried) t
+      LEFT JOIN LATERAL (SELECT p.id, p.campaign_id FROM sam.prospects p
+                          WHERE p.account_id = c.account_id
+                            AND (p.provider_id = t->>2 OR p.public_identifier = t->>3)
+                          LIMIT 1) o ON true
+     WHERE NOT EXISTS (SELECT 1 FROM sam.prospects x WHERE x.id = (t->>1)::bigint OFFSET 0);
     IF inserted > 0 AND c.status = 'running' THEN
         PERFORM sam._wake_worker();
     END IF;

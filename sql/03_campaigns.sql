@@ -64,3 +64,26 @@ SELECT sam.send_connection_requests(1);
 SELECT sam.resume_campaign(1);
 SELECT sam.pause_campaign(1);
 SELECT sam.start_campaign(999);
+-- one batch, checked and inserted in one statement: of the items naming the same person (by either
+-- identifier) the first is inserted, the later ones are duplicates naming it (rolled back, and the
+-- ids it drew given back, so that later tests see the same ids)
+SELECT last_value AS prospects_seq FROM sam.prospects_id_seq \gset
+BEGIN;
+SELECT (sam.create_campaign('acc-c', 'Batch', NULL))->>'campaign_id' AS bid \gset
+SELECT sam.add_prospects(:bid, '[{"provider_id": "ACoM1"}, {"public_identifier": "m-two"},
+                                 {"provider_id": "ACoM1", "public_identifier": "m-two"}, {"provider_id": "ACoM1"},
+                                 {"profile_url": "https://www.linkedin.com/in/M-Two/"}, {"provider_id": "bad id"},
+                                 {"provider_id": "ACoM3", "public_identifier": "m-three"},
+                                 {"provider_id": "ACoM4", "company": ["an", "array"]},
+                                 {"provider_id": "ACoM5", "variables": {"topic": ["an array"]}},
+                                 {"provider_id": "ACoM6", "variables": {"n": 1, "b": true, "s": "x", "z": null}}]') AS r \gset
+SELECT jsonb_pretty(:'r'::jsonb - 'campaign_id' - 'prospect_ids') AS answer;
+SELECT o.n AS nth, p.provider_id, p.public_identifier
+  FROM jsonb_array_elements_text(:'r'::jsonb->'prospect_ids') WITH ORDINALITY o(id, n)
+  JOIN sam.prospects p ON p.id = o.id::bigint ORDER BY o.n;
+SELECT d->>'index' AS index, p.provider_id, p.public_identifier
+  FROM jsonb_array_elements(:'r'::jsonb->'duplicate_rows') d
+  JOIN sam.prospects p ON d->>'reason' = format('already prospect %s of campaign %s on this account', p.id, p.campaign_id)
+ ORDER BY 1;
+ROLLBACK;
+SELECT setval('sam.prospects_id_seq', :prospects_seq) > 0 AS ids_given_back;
