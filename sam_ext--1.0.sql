@@ -925,8 +925,18 @@ BEGIN
         SELECT (e.ord - 1)::integer AS idx, sam._normalize_prospect(e.item, used, required) AS n
           FROM jsonb_array_elements(prospects) WITH ORDINALITY e(item, ord)
     ),
+    -- why an item may not be imported (NULL: it may): erased on request, or on the do-not-contact list
     checked AS MATERIALIZED (
-        SELECT i.idx, i.n, CASE WHEN screening AND NOT i.n ? 'error' THEN sam._refusal(i.n) END AS why
+        SELECT i.idx, i.n,
+               CASE WHEN screening AND NOT i.n ? 'error' THEN coalesce(
+                   (SELECT 'erased on request: never to be imported or contacted again' FROM sam.suppressions s
+                     WHERE s.hash IN (sam._identity_hash(i.n->>'provider_id'), sam._identity_hash(i.n->>'public_identifier'))
+                     LIMIT 1),
+                   (SELECT format('on the do-not-contact list (entry %s%s)', d.id, coalesce(': ' || d.reason, ''))
+                      FROM sam.do_not_contact d
+                     WHERE d.identifier = i.n->>'provider_id' OR lower(d.identifier) = i.n->>'public_identifier'
+                        OR lower(d.company) = lower(i.n->>'company')
+                     ORDER BY d.id LIMIT 1)) END AS why
           FROM items i
     ),
     cand AS MATERIALIZED (
@@ -3532,21 +3542,6 @@ BEGIN
     END IF;
     RETURN jsonb_build_object('kind', 'any', 'value', x);
 END $$;
-
--- why a normalized prospect may not be imported (NULL: it may)
-CREATE FUNCTION sam._refusal(n jsonb) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT coalesce(
-        (SELECT 'erased on request: never to be imported or contacted again' FROM sam.suppressions s
-          WHERE s.hash IN (sam._identity_hash(n->>'provider_id'), sam._identity_hash(n->>'public_identifier'))
-          LIMIT 1),
-        (SELECT format('on the do-not-contact list (entry %s%s)', d.id, coalesce(': ' || d.reason, ''))
-           FROM sam.do_not_contact d
-          WHERE d.identifier = n->>'provider_id' OR lower(d.identifier) = n->>'public_identifier'
-             OR lower(d.company) = lower(n->>'company')
-          ORDER BY d.id LIMIT 1))
-$$;
 
 CREATE FUNCTION sam.erase_person(identifier text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
