@@ -2570,15 +2570,15 @@ END $$;
  * otherwise the next step is rendered from the prospect's current data and
  * queued (a new chat for the first message without one, else the known
  * chat), within the account's state, working hours, daily message cap and
- * spacing.  What cannot go now is due again when it may: at the account's
- * next working window (outside working hours), or at its first window of
- * the next day (daily cap reached).  The prospects of a paused or
- * disconnected account (like those of a paused campaign) are not taken at
- * all and stay due until it is resumed.  A step already queued is looked at
- * again an hour after its message is to go.  So the 10,000 taken a run are
- * never the same prospects that cannot go, run after run, while those of
- * other accounts wait behind them.  Campaigns whose prospects all reached a final
- * state are completed.
+ * spacing.  What cannot go now stays due, in its place (oldest due first).
+ * A run takes at most 10,000 due prospects, and only of accounts that may
+ * send now (active, in working hours, under the daily cap), besides the
+ * acceptance checks and ended sequences of every active account: so the
+ * steps that cannot go never fill the batch, run after run, while other
+ * accounts' wait behind them (an account with more due than its cap fills
+ * at most the run that reaches its cap).  A step already queued is looked
+ * at again an hour after its message is to go.  Campaigns whose prospects
+ * all reached a final state are completed.
  *
  * Set-based (bench/due_work.sh): the due prospects are locked in one
  * statement, their accounts in a second (in account order), and a third,
@@ -2597,12 +2597,24 @@ DECLARE
     answer jsonb;
     done_campaigns integer;
 BEGIN
+    -- (the active accounts and whether each may send now, worked out once per account:
+    -- the caps are counted again once the accounts are locked, below)
+    WITH acc AS MATERIALIZED (
+        SELECT a.account_id,
+               sam._in_working_hours(a, now_t)
+               AND a.daily_message_cap > sam._actions_since(a.account_id, '{start_chat,send_message}',
+                                                            sam._local_day_start(a, now_t)) AS sending
+          FROM sam.accounts a
+         WHERE a.status = 'active'
+    )
     SELECT array_agg(s.id ORDER BY s.follow_up_due_at, s.id) INTO due_ids
       FROM (SELECT pr.id, pr.follow_up_due_at
               FROM sam.prospects pr
               JOIN sam.campaigns c ON c.id = pr.campaign_id AND c.status = 'running'
-              JOIN sam.accounts a ON a.account_id = pr.account_id AND a.status = 'active'
+              JOIN acc ON acc.account_id = pr.account_id
              WHERE pr.follow_up_due_at <= now_t AND pr.status IN ('connection_request_sent', 'connected')
+               AND (acc.sending OR pr.status = 'connection_request_sent'
+                    OR pr.follow_up_sequence_index >= jsonb_array_length(c.follow_ups))
              ORDER BY pr.follow_up_due_at, pr.id
              LIMIT 10000
                FOR UPDATE OF pr SKIP LOCKED) s;
@@ -2628,12 +2640,7 @@ BEGIN
                a.spacing_min, a.spacing_max, x.remaining,
                CASE WHEN a.status <> 'active' THEN format('account is %s', a.status)
                     WHEN NOT w.now_in THEN 'outside working hours'
-                    WHEN x.remaining <= 0 THEN 'daily message cap reached' END AS reason,
-               -- when what cannot go now is due again (NULL: stays due; an account paused meanwhile)
-               CASE WHEN a.status <> 'active' THEN NULL
-                    WHEN NOT w.now_in THEN sam._next_window_start(a, now_t)
-                    ELSE sam._next_window_start(a, ((now_t AT TIME ZONE a.time_zone)::date + 1)::timestamp
-                                                   AT TIME ZONE a.time_zone) END AS due_again
+                    WHEN x.remaining <= 0 THEN 'daily message cap reached' END AS reason
           FROM sam.accounts a
          CROSS JOIN LATERAL (SELECT sam._in_working_hours(a, now_t) AS now_in) w
          CROSS JOIN LATERAL (
@@ -2644,7 +2651,7 @@ BEGIN
     -- (without the campaign's steps and the prospect's variables: the CTEs after this one stay narrow)
     k AS MATERIALIZED (
         SELECT d.id, d.status, d.account_id, d.campaign_id, d.chat_id, d.provider_id, d.follow_up_due_at, d.step,
-               b.reason, b.remaining, b.t0, b.spacing_min, b.spacing_max, b.due_again, q.not_before AS queued_for,
+               b.reason, b.remaining, b.t0, b.spacing_min, b.spacing_max, q.not_before AS queued_for,
                CASE WHEN d.status = 'connection_request_sent' THEN 'not_connected_yet'
                     WHEN d.step > jsonb_array_length(d.follow_ups) THEN 'completed'
                     -- already queued for this step (an earlier run): it is on its way
@@ -2706,32 +2713,25 @@ BEGIN
          WHERE a.account_id = x.account_id
     ),
     -- not accepted yet: look again tomorrow; sequence ended: completed; step not renderable: failed;
-    -- cannot go now (working hours, daily cap): due again when it may; queued already: looked at
-    -- again an hour after its message is to go (its delivery sets the next step's time before that)
+    -- queued already: looked at again an hour after its message is to go (its delivery sets the
+    -- next step's time before that)
     moved AS (
         UPDATE sam.prospects x
            SET follow_up_due_at = CASE m.what WHEN 'not_connected_yet' THEN now_t + interval '1 day'
-                                              WHEN 'deferred' THEN m.due_again
                                               WHEN 'on_its_way' THEN greatest(m.queued_for, now_t) + interval '1 hour' END,
-               status = CASE WHEN m.what IN ('not_connected_yet', 'deferred', 'on_its_way') THEN x.status
+               status = CASE WHEN m.what IN ('not_connected_yet', 'on_its_way') THEN x.status
                              WHEN m.what = 'completed' THEN 'completed' ELSE 'failed' END,
                completed_at = CASE WHEN m.what = 'completed' THEN now_t ELSE x.completed_at END,
                failed_at = CASE WHEN m.what = 'failed' THEN now_t ELSE x.failed_at END,
-               updated_at = CASE WHEN m.what IN ('not_connected_yet', 'deferred', 'on_its_way') THEN x.updated_at
-                                 ELSE now_t END,
+               updated_at = CASE WHEN m.what IN ('not_connected_yet', 'on_its_way') THEN x.updated_at ELSE now_t END,
                last_error = CASE WHEN m.what = 'failed'
                                  THEN left(format('follow-up step %s: %s', m.step, m.out[2]), 1000)
                                  ELSE x.last_error END
-          FROM (SELECT k.id, k.step, k.out, k.due_again, k.queued_for,
+          FROM (SELECT k.id, k.step, k.out, k.queued_for,
                        CASE WHEN k.what = 'render' THEN 'failed' ELSE k.what END AS what
                   FROM k
                  WHERE k.what IN ('not_connected_yet', 'completed', 'on_its_way')
-                    OR (k.what = 'render' AND k.out[2] IS NOT NULL)
-                    OR (k.what = 'deferred' AND k.due_again IS NOT NULL)
-                UNION ALL
-                SELECT y.id, y.step, y.out, y.due_again, NULL::timestamptz, 'deferred'
-                  FROM y
-                 WHERE y.rn > y.remaining AND y.due_again IS NOT NULL) m
+                    OR (k.what = 'render' AND k.out[2] IS NOT NULL)) m
          WHERE x.id = m.id
         RETURNING m.what
     ),

@@ -182,11 +182,19 @@ for size in $sizes; do
 		# prospect, at most 100,000, analyzed, rolled back): with an empty outbox any index of
 		# it costs the same to the planner, and the plan would show an arbitrary one.
 		q <<-SQL | sed -e '/^BEGIN$/d' -e '/^ROLLBACK$/d' -e '/^ANALYZE$/d' -e '/^INSERT /d' -e 's/^/    /'
-			EXPLAIN (COSTS OFF) SELECT pr.*, c.follow_ups, c.complete_after
+			EXPLAIN (COSTS OFF) WITH acc AS MATERIALIZED (
+			    SELECT a.account_id,
+			           sam._in_working_hours(a, sam.now())
+			           AND a.daily_message_cap > sam._actions_since(a.account_id, '{start_chat,send_message}',
+			                                                        sam._local_day_start(a, sam.now())) AS sending
+			      FROM sam.accounts a WHERE a.status = 'active')
+			SELECT pr.id, pr.follow_up_due_at
 			  FROM sam.prospects pr
 			  JOIN sam.campaigns c ON c.id = pr.campaign_id AND c.status = 'running'
-			  JOIN sam.accounts a ON a.account_id = pr.account_id AND a.status = 'active'
+			  JOIN acc ON acc.account_id = pr.account_id
 			 WHERE pr.follow_up_due_at <= sam.now() AND pr.status IN ('connection_request_sent', 'connected')
+			   AND (acc.sending OR pr.status = 'connection_request_sent'
+			        OR pr.follow_up_sequence_index >= jsonb_array_length(c.follow_ups))
 			 ORDER BY pr.follow_up_due_at, pr.id LIMIT 10000 FOR UPDATE OF pr SKIP LOCKED;
 			EXPLAIN (COSTS OFF) SELECT DISTINCT x.id FROM sam.campaigns x
 			 WHERE x.status = 'running'

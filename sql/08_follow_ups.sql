@@ -52,10 +52,10 @@ SELECT p.provider_id, p.status, p.last_error, o.kind, o.not_before, o.context->>
  WHERE p.campaign_id = :gid ORDER BY p.provider_id;
 SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-g';
 ROLLBACK;
--- What cannot go now is due again when it may (the next working window, or the next day once the
--- daily cap is reached), and a paused account's prospects are not taken: the 10,000 due prospects
--- a run takes are never the same ones that cannot go, run after run, while another account's
--- wait behind them.  Rolled back.
+-- What cannot go now stays due, in its place (oldest due first), and a run takes only the due
+-- prospects of accounts that may send now (active, in working hours, under the daily cap), besides
+-- acceptance checks: an account with more due than its cap fills at most the run that reaches its
+-- cap, and another account's prospects never wait behind them run after run.  Rolled back.
 BEGIN;
 SELECT sam.create_account('acc-hl', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
                           daily_message_cap => 1, spacing_min => '0', spacing_max => '0')->>'success';
@@ -70,30 +70,36 @@ UPDATE sam.campaigns SET status = 'running' WHERE id IN (:hl, :late, :ok);
 INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, connected_at, follow_up_due_at)
 SELECT :hl, 'acc-hl', 'ACoHL' || i, 'connected', sam.now() - interval '2 days',
        sam.now() - interval '1 day' + i * interval '1 millisecond'
-  FROM generate_series(1, 9999) i
+  FROM generate_series(1, 10000) i
 UNION ALL
 SELECT :late, 'acc-late', 'ACoLATE', 'connected', sam.now() - interval '2 days', sam.now() - interval '2 days'
 UNION ALL
 SELECT :ok, 'acc-ok', 'ACoOK', 'connected', sam.now() - interval '2 days', sam.now() - interval '1 minute';
+-- and an invitation of acc-hl whose acceptance check is due
+INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, invited_at, follow_up_due_at)
+VALUES (:hl, 'acc-hl', 'ACoHLCHECK', 'connection_request_sent', sam.now() - interval '4 days', sam.now() - interval '1 hour');
 INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
--- the first 10,000 in due order: ACoLATE and acc-hl's; one message goes (acc-hl's cap)
+-- the first 10,000 in due order of the accounts that may send: acc-hl's (ACoLATE, older, is not
+-- taken: outside its account's hours); one message goes (acc-hl's cap), the rest stay due
 SELECT r->'processed' AS processed, r->'queued' AS queued, r->'pending' AS pending
   FROM sam._job_process_follow_ups_start(:run_id) r;
-SELECT account_id, follow_up_due_at, count(*) FROM sam.prospects
- WHERE account_id IN ('acc-hl', 'acc-late', 'acc-ok') AND follow_up_sequence_index = 0
-   AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.prospect_id = prospects.id)
- GROUP BY 1, 2 ORDER BY 1, 2;
--- the next run (the same minute) queues ACoOK's message, and looks at ACoHL1's, still on its way,
--- again an hour after it is to go
-SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
-SELECT p.provider_id, o.kind, o.not_before, p.follow_up_due_at FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+SELECT account_id, count(*) FILTER (WHERE follow_up_due_at <= sam.now()) AS due, count(*) AS prospects
+  FROM sam.prospects WHERE account_id IN ('acc-hl', 'acc-late', 'acc-ok') AND status = 'connected'
+ GROUP BY 1 ORDER BY 1;
+-- the next run: acc-hl has reached its cap, so ACoOK goes, and acc-hl's acceptance check is made
+SELECT r->'processed' AS processed, r->'queued' AS queued,
+       (SELECT jsonb_agg(e - 'prospect_id') FROM jsonb_array_elements(r->'results') e) AS results
+  FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT p.provider_id, o.kind FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
  WHERE o.account_id IN ('acc-hl', 'acc-late', 'acc-ok') ORDER BY o.id;
--- a paused account's due prospects are not taken (ACoOK's message, still on its way, is looked at
--- again); resumed, they are
-UPDATE sam.prospects SET follow_up_due_at = sam.now() - interval '1 hour'
- WHERE account_id = 'acc-hl' AND follow_up_due_at > sam.now();
-SELECT sam.pause_account('acc-hl')->>'status' AS status;
+-- a paused account's due prospects are not taken; resumed, they are, and a step already queued
+-- (ACoOK's) is looked at again an hour after its message is to go
+INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, connected_at, follow_up_due_at)
+VALUES (:ok, 'acc-ok', 'ACoOK2', 'connected', sam.now() - interval '2 days', sam.now() - interval '1 minute');
+SELECT sam.pause_account('acc-ok')->>'status' AS status;
 SELECT r->'processed' AS processed FROM sam._job_process_follow_ups_start(:run_id) r;
-SELECT sam.resume_account('acc-hl')->>'status' AS status;
+SELECT sam.resume_account('acc-ok')->>'status' AS status;
 SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT p.provider_id, o.not_before, p.follow_up_due_at FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.account_id = 'acc-ok' ORDER BY o.id;
 ROLLBACK;

@@ -238,7 +238,12 @@ $day++ while (($day + 4) % 7) != 6;
 set_time($day * 86400 + 21 * 3600);
 $r = run_follow_ups();
 is(scalar(our_messages('acc-hours', 'ACoHOURS')), 0, 'nothing is sent outside the account\'s working hours');
-like(join(' ', map { $_->{reason} // '' } @{ $r->{results} }), qr/outside working hours/, 'the answer says so');
+is($node->safe_psql('postgres', "SELECT follow_up_due_at <= sam.now() FROM sam.prospects WHERE provider_id = 'ACoHOURS'"),
+	't', 'it is not taken: it stays due, in its place');
+# the Monday after, 08:30 UTC (09:30 or 10:30 in Paris)
+set_time(($day + 2) * 86400 + 8 * 3600 + 1800);
+run_follow_ups();
+is(scalar(our_messages('acc-hours', 'ACoHOURS')), 1, 'it goes once the window opens');
 
 # ---- permanent and transient failures -----------------------------------------------
 make_account('acc-fail');
