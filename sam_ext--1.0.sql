@@ -813,17 +813,17 @@ DECLARE
     vars jsonb;
     all_vars jsonb;
     v text;
+    fields CONSTANT text[] := '{provider_id,public_identifier,profile_url,first_name,last_name,company,title,variables}';
 BEGIN
     IF jsonb_typeof(item) <> 'object' THEN
         RETURN jsonb_build_object('error', 'invalid prospect: must be a JSON object');
     END IF;
     -- (a query per item costs more than the rest of the checks: the keys are walked, in the
     -- order of the first error to report, only when a test of the whole item fails)
-    IF NOT ((item - '{provider_id,public_identifier,profile_url,first_name,last_name,company,title,variables}'::text[]) = '{}'
+    IF NOT ((item - fields) = '{}'
             AND NOT jsonb_path_exists(item - 'variables', 'strict $.* ? (@.type() != "string" && @.type() != "null")')) THEN
         FOR k IN SELECT jsonb_object_keys(item) LOOP
-            IF k NOT IN ('provider_id', 'public_identifier', 'profile_url', 'first_name', 'last_name',
-                         'company', 'title', 'variables') THEN
+            IF k <> ALL (fields) THEN
                 RETURN jsonb_build_object('error', format('invalid %s: unknown field', k));
             END IF;
             IF k <> 'variables' AND jsonb_typeof(item->k) NOT IN ('string', 'null') THEN
@@ -2639,10 +2639,9 @@ BEGIN
         SELECT a.account_id, greatest(now_t, coalesce(a.next_action_at, now_t)) AS t0,
                a.spacing_min, a.spacing_max, x.remaining,
                CASE WHEN a.status <> 'active' THEN format('account is %s', a.status)
-                    WHEN NOT w.now_in THEN 'outside working hours'
+                    WHEN NOT sam._in_working_hours(a, now_t) THEN 'outside working hours'
                     WHEN x.remaining <= 0 THEN 'daily message cap reached' END AS reason
           FROM sam.accounts a
-         CROSS JOIN LATERAL (SELECT sam._in_working_hours(a, now_t) AS now_in) w
          CROSS JOIN LATERAL (
                SELECT a.daily_message_cap - sam._actions_since(a.account_id, '{start_chat,send_message}',
                                                                sam._local_day_start(a, now_t)) AS remaining) x

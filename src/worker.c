@@ -525,10 +525,10 @@ set_ready(bool ready)
  * give_back_memory returns the heap memory a burst of calls needed to the
  * system once the worker goes idle.  While busy, finished requests keep
  * their libcurl handles and buffers (tens of kB each) until their batch is
- * recorded, so the heap grows to what the largest batch held; glibc keeps that high-water
- * mark resident unless asked (bench/memory.sh saw the worker's private
- * memory step up by ~5 MB in one round and stay there).  Once per idle
- * spell, not per wake-up.
+ * recorded, so the heap grows to what the largest batch held; glibc keeps
+ * that high-water mark resident unless asked (bench/memory.sh saw the
+ * worker's private memory step up by ~5 MB in one round and stay there).
+ * Once per idle spell, not per wake-up.
  */
 static void
 give_back_memory(void)
