@@ -42,7 +42,11 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'sam_outbox_wake_trigger';
 
 CREATE FUNCTION sam.worker_pid() RETURNS integer
 LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'sam_worker_pid';
-COMMENT ON FUNCTION sam.worker_pid() IS 'Process id of the sam_ext worker, NULL when it is not running or has not yet reconciled the calls left in flight';
+COMMENT ON FUNCTION sam.worker_pid() IS 'Process id of the sam_ext worker (worker 0 when sam.workers > 1), NULL when it is not running or has not yet reconciled the calls left in flight';
+CREATE FUNCTION sam.workers(OUT worker integer, OUT pid integer, OUT ready boolean, OUT wakeups bigint)
+RETURNS SETOF record
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'sam_workers_sql';
+COMMENT ON FUNCTION sam.workers() IS 'The sam.workers worker processes: number, pid (NULL when not running), whether it has reconciled the calls it left in flight, how often a commit woke it';
 
 CREATE FUNCTION sam.render_template(template text, vars jsonb) RETURNS text
 LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_render_template';
@@ -317,6 +321,7 @@ CREATE TABLE sam.outbox (
     outcome jsonb,
     created_at timestamptz NOT NULL DEFAULT sam.now(),
     claimed_at timestamptz,
+    claimed_by smallint,
     finished_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT sam.now(),
     bodies_removed_at timestamptz,
@@ -351,6 +356,7 @@ CREATE INDEX outbox_finished_idx ON sam.outbox (finished_at) WHERE finished_at I
 COMMENT ON TABLE sam.outbox IS 'Every Unipile call, as a durable row first: queued -> in_flight -> done | failed (retry at not_before) | dead | cancelled';
 COMMENT ON COLUMN sam.outbox.idempotency_key IS 'One action, one row: queuing the same action twice is impossible';
 COMMENT ON COLUMN sam.outbox.needs_check IS 'The outcome of an earlier attempt is unknown (crash, timeout, 5xx): Unipile is asked before anything is sent again';
+COMMENT ON COLUMN sam.outbox.claimed_by IS 'The worker (0 .. sam.workers - 1) that made or is making the last attempt; a worker that starts reconciles only its own rows in flight';
 COMMENT ON COLUMN sam.outbox.job_run_id IS 'The job run that queued the call and waits for its answer';
 COMMENT ON COLUMN sam.outbox.outcome IS 'What the answer did (for example, acceptances found on a page of relations)';
 COMMENT ON COLUMN sam.outbox.bodies_removed_at IS 'When gdpr_cleanup (or erase_person) removed the request and response bodies';
@@ -1290,9 +1296,12 @@ $$;
  * campaign running, prospect still in the state the action needs, working
  * hours), and marks the rest in_flight.  The caller commits before any HTTP
  * call.  Returns each call ready to send, as its request object (the
- * worker reads it in C; sam._claim gives the same in columns).
+ * worker reads it in C; sam._claim gives the same in columns).  worker is
+ * the claiming worker's number (outbox.claimed_by).  With sam.workers > 1
+ * several claims run at once: every row lock here is taken with SKIP
+ * LOCKED, so that one never waits for another.
  */
-CREATE FUNCTION sam._claim_requests(n integer)
+CREATE FUNCTION sam._claim_requests(n integer, worker integer DEFAULT 0)
 RETURNS TABLE (id bigint, request jsonb, fresh_connection boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1305,8 +1314,11 @@ BEGIN
     -- actions of accounts outside their window wait for its next start
     FOR a IN SELECT * FROM sam.accounts x WHERE x.status = 'active' AND NOT sam._in_working_hours(x, now_t) LOOP
         UPDATE sam.outbox o SET not_before = sam._next_window_start(a, now_t), updated_at = now_t
-         WHERE o.account_id = a.account_id AND o.finished_at IS NULL AND o.state IN ('queued', 'failed')
-           AND o.not_before <= now_t AND sam._is_action(o.kind) AND NOT o.needs_check;
+         WHERE o.id IN (SELECT w.id FROM sam.outbox w
+                         WHERE w.account_id = a.account_id AND w.finished_at IS NULL
+                           AND w.state IN ('queued', 'failed') AND w.not_before <= now_t
+                           AND sam._is_action(w.kind) AND NOT w.needs_check
+                           FOR UPDATE SKIP LOCKED);
     END LOOP;
 
     -- a batch may be all cancelled (replied, paused, erased): then take the next one, so that
@@ -1368,7 +1380,7 @@ BEGIN
     RETURN QUERY
     WITH claimed AS (
         UPDATE sam.outbox o SET state = 'in_flight', attempts = o.attempts + 1, claimed_at = now_t,
-                                updated_at = now_t
+                                claimed_by = worker, updated_at = now_t
          WHERE o.id = ANY (ids) AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
         RETURNING o.*
     ), r AS (
@@ -1423,11 +1435,15 @@ AS $$
 $$;
 
 /*
- * sam._worker_recover runs when the worker starts serving: rows left
- * in_flight by a crash are queued again; actions among them must be
- * checked with Unipile before they may be sent again.
+ * sam._worker_recover runs when a worker starts serving: rows it left
+ * in_flight (a crash, a restart) are queued again; actions among them must
+ * be checked with Unipile before they may be sent again.  worker is its
+ * number and workers the setting sam.workers: another worker's rows are
+ * being called right now and stay as they are, but worker 0 also takes
+ * those of numbers that no longer run (sam.workers lowered) and of no
+ * number.
  */
-CREATE FUNCTION sam._worker_recover() RETURNS integer
+CREATE FUNCTION sam._worker_recover(worker integer DEFAULT 0, workers integer DEFAULT 1) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1438,7 +1454,9 @@ BEGIN
            needs_check = o.needs_check OR sam._must_check(o.kind),
            attempts = greatest(o.attempts - 1, 0),
            error = 'in flight when the worker stopped; outcome to be checked'
-     WHERE o.finished_at IS NULL AND o.state = 'in_flight';
+     WHERE o.finished_at IS NULL AND o.state = 'in_flight'
+       AND (o.claimed_by = worker
+            OR (worker = 0 AND (o.claimed_by IS NULL OR o.claimed_by >= workers)));
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         RAISE LOG 'sam_ext: % outbox rows were in flight when the worker stopped; they will be checked before any resend', n;
@@ -2248,7 +2266,7 @@ BEGIN
            error = 'in flight for too long; outcome to be checked'
      WHERE o.finished_at IS NULL AND o.state = 'in_flight'
        AND o.claimed_at < now_t - (current_setting('sam.http_timeout')::interval * 2 + interval '5 minutes')
-       AND sam.worker_pid() IS NULL;
+       AND NOT EXISTS (SELECT 1 FROM sam.workers() w WHERE w.worker = coalesce(o.claimed_by, 0) AND w.ready);
     GET DIAGNOSTICS stale = ROW_COUNT;
 
     -- retries that can no longer happen (sam.max_attempts lowered)
@@ -2982,8 +3000,13 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'SELECT sam.schedule_jobs();' END;
     RETURN NEXT;
 
-    "check" := 'worker running'; ok := sam.worker_pid() IS NOT NULL;
-    detail := CASE WHEN ok THEN 'pid ' || sam.worker_pid() ELSE 'no sam_ext worker serves this database' END;
+    SELECT count(*) FILTER (WHERE NOT w.ready), string_agg(w.pid::text, ', ' ORDER BY w.worker) FILTER (WHERE w.ready)
+      INTO n, t FROM sam.workers() w;
+    "check" := 'worker running'; ok := sam.worker_pid() IS NOT NULL AND n = 0;
+    detail := CASE WHEN ok AND t LIKE '%,%' THEN 'pids ' || t WHEN ok THEN 'pid ' || t
+                   WHEN t IS NOT NULL THEN format('%s of the %s workers (sam.workers) not running', n,
+                                                  current_setting('sam.workers'))
+                   ELSE 'no sam_ext worker serves this database' END;
     hint := CASE WHEN NOT ok THEN format('Check shared_preload_libraries and that sam.database_name (%s) is this database (%s).',
                                          current_setting('sam.database_name'), current_database()) END;
     RETURN NEXT;
@@ -3815,10 +3838,10 @@ BEGIN
             ('sam_jobs', true, ARRAY['process_pending_prospects', 'execute_scheduled_campaigns', 'process_outbox',
                                      'check_relations', 'process_follow_ups', 'gdpr_cleanup',
                                      'check_pending_notifications', 'retry_webhooks']),
-            ('sam_jobs', false, ARRAY['now', 'worker_pid', '_job_catalog', '_cron_jobs']),
+            ('sam_jobs', false, ARRAY['now', 'worker_pid', 'workers', '_job_catalog', '_cron_jobs']),
             ('sam_ingest', true, ARRAY['ingest_webhook']),
             ('sam_monitor', true, ARRAY['doctor', 'metrics_text', '_cron_jobs']),
-            ('sam_monitor', false, ARRAY['now', 'worker_pid', '_job_catalog', '_retention_defaults'])
+            ('sam_monitor', false, ARRAY['now', 'worker_pid', 'workers', '_job_catalog', '_retention_defaults'])
         ) AS v(role, definer, fns)
     LOOP
         FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p

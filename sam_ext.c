@@ -3,7 +3,7 @@
  * sam_ext.c
  *	  Module entry point of sam_ext: refuses to load unless preloaded,
  *	  defines the configuration variables (sam.*), reserves shared memory
- *	  and registers the background worker that makes every Unipile call.
+ *	  and registers the background workers that make every Unipile call.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,6 +32,7 @@ int			sam_max_attempts = 5;
 int			sam_job_wait_timeout_ms = 30000;
 int			sam_max_response_bytes = 8 * 1024 * 1024;
 int			sam_retry_base_delay_ms = 30000;
+int			sam_workers = 1;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -47,6 +48,7 @@ void
 _PG_init(void)
 {
 	BackgroundWorker worker;
+	int			i;
 
 	if (!process_shared_preload_libraries_in_progress)
 		ereport(ERROR,
@@ -149,6 +151,14 @@ _PG_init(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("sam.workers",
+							"Number of worker processes that make the Unipile calls.",
+							"Each claims its own rows and keeps up to sam.max_concurrency requests in flight; worker 0 also runs the jobs that wait for their calls.",
+							&sam_workers,
+							1, 1, SAM_MAX_WORKERS,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("sam");
 
 	prev_shmem_request_hook = shmem_request_hook;
@@ -158,17 +168,23 @@ _PG_init(void)
 
 	sam_install_utility_hook();
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "sam_ext");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "sam_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "sam_ext worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "sam_ext worker");
-	worker.bgw_main_arg = (Datum) 0;
-	worker.bgw_notify_pid = 0;
-	RegisterBackgroundWorker(&worker);
+	for (i = 0; i < sam_workers; i++)
+	{
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 1;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "sam_ext");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "sam_worker_main");
+		if (i == 0)
+			snprintf(worker.bgw_name, BGW_MAXLEN, "sam_ext worker");
+		else
+			snprintf(worker.bgw_name, BGW_MAXLEN, "sam_ext worker %d", i);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "sam_ext worker");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		worker.bgw_notify_pid = 0;
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
 static void

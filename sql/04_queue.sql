@@ -79,7 +79,10 @@ SELECT 'acc-hot', 'relations_page', 'hot-' || g, '{"method": "GET", "path": "/ap
   FROM generate_series(1, 5) g;
 SELECT pg_stat_get_xact_tuples_updated('sam.outbox'::regclass) AS u0,
        pg_stat_get_xact_tuples_hot_updated('sam.outbox'::regclass) AS h0 \gset
+-- worker 1 (sam.workers = 2) claims two, worker 0 the rest: each row names its worker
+SELECT count(*) AS claimed_by_worker_1 FROM sam._claim_requests(2, 1);
 SELECT o.account_id, count(*) AS claimed FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id GROUP BY 1;
+SELECT claimed_by, count(*) FROM sam.outbox WHERE account_id = 'acc-hot' GROUP BY 1 ORDER BY 1;
 SELECT pg_stat_get_xact_tuples_updated('sam.outbox'::regclass) - :u0 AS updates,
        pg_stat_get_xact_tuples_hot_updated('sam.outbox'::regclass) - :h0 AS hot_updates;
 ROLLBACK;

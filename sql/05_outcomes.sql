@@ -104,3 +104,16 @@ UPDATE sam.outbox SET state = 'in_flight', finished_at = NULL WHERE request->'js
 SELECT sam._worker_recover() > 0 AS recovered;
 SELECT kind, request->'json'->>'provider_id' AS provider_id, state, needs_check, error FROM sam.outbox
  WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10') OR kind = 'resolve_profile' ORDER BY 1, 2;
+-- with several workers (sam.workers), one that starts again reconciles only the rows it left in
+-- flight: the others' are being called right now.  Worker 0 also takes those of a number that no
+-- longer runs (sam.workers lowered) and of none.  (Rolled back.)
+BEGIN;
+UPDATE sam.outbox SET state = 'in_flight', needs_check = false, error = NULL,
+       claimed_by = CASE request->'json'->>'provider_id' WHEN 'ACoO06' THEN 1 ELSE 3 END
+ WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10');
+SELECT sam._worker_recover(2, 4) AS recovered_by_2_of_4, sam._worker_recover(0, 4) AS recovered_by_0_of_4;
+SELECT sam._worker_recover(1, 4) AS recovered_by_1_of_4;
+SELECT sam._worker_recover(0, 3) AS recovered_by_0_of_3;
+SELECT request->'json'->>'provider_id' AS provider_id, claimed_by, state, needs_check FROM sam.outbox
+ WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10') ORDER BY 1;
+ROLLBACK;

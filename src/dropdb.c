@@ -5,8 +5,8 @@
  *
  *	  A background worker connected to a database makes DROP DATABASE fail
  *	  ("being accessed by other users").  A utility hook sees DROP DATABASE
- *	  of sam.database_name, asks the worker to disconnect and waits until it
- *	  has; the restarted worker does not connect while the drop is pending,
+ *	  of sam.database_name, asks the workers to disconnect and waits until
+ *	  they have; a restarted worker does not connect while the drop is pending,
  *	  nor after it succeeded, until CREATE DATABASE makes the database exist
  *	  again.  If the drop fails, the worker connects again at once.
  *
@@ -28,22 +28,27 @@
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
+/* set_drop_state publishes the state and wakes every worker, waiting or serving */
 static void
 set_drop_state(bool pending, bool dropped)
 {
-	Latch	   *waiting;
-	Latch	   *worker;
+	Latch	   *latches[2 * SAM_MAX_WORKERS];
+	int			n = 0;
+	int			i;
 
 	SpinLockAcquire(&sam_shared->mutex);
 	sam_shared->drop_pending = pending;
 	sam_shared->db_dropped = dropped;
-	waiting = sam_shared->waiting_latch;
-	worker = sam_shared->worker_latch;
+	for (i = 0; i < SAM_MAX_WORKERS; i++)
+	{
+		if (sam_shared->workers[i].waiting_latch)
+			latches[n++] = sam_shared->workers[i].waiting_latch;
+		if (sam_shared->workers[i].latch)
+			latches[n++] = sam_shared->workers[i].latch;
+	}
 	SpinLockRelease(&sam_shared->mutex);
-	if (waiting)
-		SetLatch(waiting);
-	if (worker)
-		SetLatch(worker);
+	for (i = 0; i < n; i++)
+		SetLatch(latches[i]);
 }
 
 /* wait_worker_gone waits (bounded) until no worker is connected */
@@ -54,12 +59,15 @@ wait_worker_gone(void)
 
 	for (;;)
 	{
-		pid_t		pid;
+		bool		connected = false;
+		int			i;
 
 		SpinLockAcquire(&sam_shared->mutex);
-		pid = sam_shared->worker_pid;
+		for (i = 0; i < SAM_MAX_WORKERS; i++)
+			if (sam_shared->workers[i].pid != 0)
+				connected = true;
 		SpinLockRelease(&sam_shared->mutex);
-		if (pid == 0 || GetCurrentTimestamp() >= give_up)
+		if (!connected || GetCurrentTimestamp() >= give_up)
 			return;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 10L, PG_WAIT_EXTENSION);
@@ -136,7 +144,7 @@ sam_wait_until_database_usable(void)
 	bool		logged = false;
 
 	SpinLockAcquire(&sam_shared->mutex);
-	sam_shared->waiting_latch = MyLatch;
+	sam_shared->workers[sam_worker_number].waiting_latch = MyLatch;
 	SpinLockRelease(&sam_shared->mutex);
 	for (;;)
 	{
@@ -159,6 +167,6 @@ sam_wait_until_database_usable(void)
 		CHECK_FOR_INTERRUPTS();
 	}
 	SpinLockAcquire(&sam_shared->mutex);
-	sam_shared->waiting_latch = NULL;
+	sam_shared->workers[sam_worker_number].waiting_latch = NULL;
 	SpinLockRelease(&sam_shared->mutex);
 }

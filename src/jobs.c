@@ -60,8 +60,9 @@ sam_run_job_in_worker(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid job: must be 1 to %d characters", SAM_JOB_NAME_LEN - 1)));
 
+	/* worker 0 runs the jobs */
 	SpinLockAcquire(&sam_shared->mutex);
-	worker_latch = sam_shared->worker_latch;
+	worker_latch = sam_shared->workers[0].latch;
 	if (worker_latch == NULL)
 	{
 		SpinLockRelease(&sam_shared->mutex);

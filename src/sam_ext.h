@@ -28,6 +28,10 @@ extern int	sam_max_attempts;
 extern int	sam_job_wait_timeout_ms;
 extern int	sam_max_response_bytes;
 extern int	sam_retry_base_delay_ms;
+extern int	sam_workers;
+
+/* the most worker processes sam.workers may ask for */
+#define SAM_MAX_WORKERS 8
 
 #define SAM_JOB_SLOTS 8
 #define SAM_JOB_NAME_LEN 64
@@ -50,20 +54,26 @@ typedef struct SamJobSlot
 	TimestampTz deadline;		/* when the worker answers with what it has */
 } SamJobSlot;
 
+/* one worker process (sam.workers of them; number 0 also runs the jobs) */
+typedef struct SamWorkerSlot
+{
+	Latch	   *latch;			/* NULL while this worker is not running */
+	pid_t		pid;
+	bool		ready;			/* it has reconciled the rows it left in flight */
+	int64		wakeups;		/* how often it was woken */
+	Latch	   *waiting_latch;	/* its latch while it waits to connect */
+} SamWorkerSlot;
+
 /*
- * State in shared memory: where the worker's latch is, so that a committing
- * transaction that queued work can wake it, and the job slots.
+ * State in shared memory: where the workers' latches are, so that a
+ * committing transaction that queued work can wake them, and the job slots.
  */
 typedef struct SamSharedState
 {
 	slock_t		mutex;
-	Latch	   *worker_latch;	/* NULL while no worker is running */
-	pid_t		worker_pid;
-	bool		worker_ready;	/* it has reconciled the rows left in flight */
-	int64		wakeups;		/* how often the worker was woken */
+	SamWorkerSlot workers[SAM_MAX_WORKERS];
 	bool		drop_pending;	/* DROP DATABASE of the served database is waiting */
 	bool		db_dropped;		/* it succeeded: wait for CREATE DATABASE */
-	Latch	   *waiting_latch;	/* the worker's latch while it waits to connect */
 	SamJobSlot	slots[SAM_JOB_SLOTS];
 } SamSharedState;
 
@@ -79,6 +89,7 @@ extern void sam_wait_until_database_usable(void);
 
 /* worker.c */
 extern PGDLLEXPORT void sam_worker_main(Datum main_arg);
+extern int	sam_worker_number;	/* this process's worker number, -1 if none */
 extern void sam_begin_tx(const char *activity);
 extern void sam_end_tx(void);
 

@@ -1,10 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared state between the sam_ext worker and the backends, and the
- *	  wake-up path: a transaction that queues Unipile work sets the worker's
- *	  latch when it commits (never before, so the worker never looks for
- *	  rows it cannot see yet), as pg_net does, instead of the worker polling.
+ *	  Shared state between the sam_ext workers and the backends, and the
+ *	  wake-up path: a transaction that queues Unipile work sets the workers'
+ *	  latches when it commits (never before, so a worker never looks for
+ *	  rows it cannot see yet), as pg_net does, instead of the workers polling.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +19,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/tuplestore.h"
 
 #include "sam_ext.h"
 
@@ -30,6 +31,7 @@ static bool xact_callback_registered = false;
 PG_FUNCTION_INFO_V1(sam_wake_worker_sql);
 PG_FUNCTION_INFO_V1(sam_outbox_wake_trigger);
 PG_FUNCTION_INFO_V1(sam_worker_pid);
+PG_FUNCTION_INFO_V1(sam_workers_sql);
 
 /* sam_shmem_request reserves the shared state (called from shmem_request_hook) */
 void
@@ -54,21 +56,33 @@ sam_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* sam_wake_worker sets the worker's latch now, if a worker is running */
+/*
+ * sam_wake_worker sets the latch of every running worker now.  Each claims
+ * with SKIP LOCKED, so those that find nothing left go back to sleep.
+ */
 void
 sam_wake_worker(void)
 {
-	Latch	   *latch = NULL;
+	Latch	   *latches[SAM_MAX_WORKERS];
+	int			n = 0;
+	int			i;
 
 	if (sam_shared == NULL)
 		return;
 	SpinLockAcquire(&sam_shared->mutex);
-	latch = sam_shared->worker_latch;
-	if (latch)
-		sam_shared->wakeups++;
+	for (i = 0; i < SAM_MAX_WORKERS; i++)
+	{
+		SamWorkerSlot *w = &sam_shared->workers[i];
+
+		if (w->latch)
+		{
+			w->wakeups++;
+			latches[n++] = w->latch;
+		}
+	}
 	SpinLockRelease(&sam_shared->mutex);
-	if (latch)
-		SetLatch(latch);
+	for (i = 0; i < n; i++)
+		SetLatch(latches[i]);
 }
 
 static void
@@ -122,16 +136,20 @@ sam_outbox_wake_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("sam._outbox_wake_trigger() must be called as a trigger")));
-	/* the worker's own writes need not wake it */
-	if (sam_shared == NULL || sam_shared->worker_pid != MyProcPid)
+	/*
+	 * A worker's own writes wake no worker: it looks again after recording,
+	 * and two workers waking each other with every claim would never sleep.
+	 */
+	if (sam_worker_number < 0)
 		sam_wake_worker_at_commit();
 	return PointerGetDatum(NULL);
 }
 
 /*
- * SQL: sam.worker_pid() is the worker's pid, or NULL when none runs or it
- * has not yet reconciled the rows left in flight (the first thing it does
- * once it finds the extension installed)
+ * SQL: sam.worker_pid() is the pid of worker 0 (the one that also runs the
+ * jobs), or NULL when it does not run or has not yet reconciled the rows it
+ * left in flight (the first thing it does once it finds the extension
+ * installed)
  */
 Datum
 sam_worker_pid(PG_FUNCTION_ARGS)
@@ -141,11 +159,44 @@ sam_worker_pid(PG_FUNCTION_ARGS)
 	if (sam_shared)
 	{
 		SpinLockAcquire(&sam_shared->mutex);
-		if (sam_shared->worker_ready)
-			pid = sam_shared->worker_pid;
+		if (sam_shared->workers[0].ready)
+			pid = sam_shared->workers[0].pid;
 		SpinLockRelease(&sam_shared->mutex);
 	}
 	if (pid == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT32((int32) pid);
+}
+
+/*
+ * SQL: sam.workers() lists the sam.workers worker processes: number, pid
+ * (NULL when not running), whether it has reconciled the rows it left in
+ * flight, and how often a commit woke it.
+ */
+Datum
+sam_workers_sql(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SamWorkerSlot copy[SAM_MAX_WORKERS];
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (sam_shared == NULL)
+		return (Datum) 0;
+	SpinLockAcquire(&sam_shared->mutex);
+	memcpy(copy, sam_shared->workers, sizeof(copy));
+	SpinLockRelease(&sam_shared->mutex);
+	for (i = 0; i < sam_workers; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = Int32GetDatum(i);
+		values[1] = Int32GetDatum((int32) copy[i].pid);
+		nulls[1] = (copy[i].pid == 0);
+		values[2] = BoolGetDatum(copy[i].pid != 0 && copy[i].ready);
+		values[3] = Int64GetDatum(copy[i].wakeups);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -13,6 +13,12 @@
  *	  it reconciles rows left in flight by a crash (sam._worker_recover):
  *	  they are checked with Unipile before anything is sent again.
  *
+ *	  sam.workers of these processes may run: each claims its own rows (SKIP
+ *	  LOCKED), stamps them with its number (outbox.claimed_by) and, when it
+ *	  starts, reconciles only the rows it left in flight, so that a worker
+ *	  restarted alone never requeues the calls another is making.  Worker 0
+ *	  also runs the jobs that wait for their calls (jobs.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -59,17 +65,21 @@ static MemoryContext requests_cxt = NULL;
 static char *api_key = NULL;	/* in TopMemoryContext, never logged */
 static bool warned_no_dsn = false;
 
+int			sam_worker_number = -1;
+
 static void
 worker_exit(int code, Datum arg)
 {
 	if (sam_shared)
 	{
+		SamWorkerSlot *w = &sam_shared->workers[sam_worker_number];
+
 		SpinLockAcquire(&sam_shared->mutex);
-		if (sam_shared->worker_pid == MyProcPid)
+		if (w->pid == MyProcPid)
 		{
-			sam_shared->worker_latch = NULL;
-			sam_shared->worker_pid = 0;
-			sam_shared->worker_ready = false;
+			w->latch = NULL;
+			w->pid = 0;
+			w->ready = false;
 		}
 		SpinLockRelease(&sam_shared->mutex);
 	}
@@ -370,8 +380,8 @@ build_url(const char *path, char **qn, char **qv, int nq, bool *external)
 static int
 claim_and_start(int max_rows)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1];
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2];
 	int			ret;
 	uint64		i;
 	List	   *reqs = NIL;
@@ -379,10 +389,11 @@ claim_and_start(int max_rows)
 	int			n;
 
 	args[0] = Int32GetDatum(max_rows);
+	args[1] = Int32GetDatum(sam_worker_number);
 	sam_begin_tx("sam_ext: claiming outbox rows");
 	ret = SPI_execute_with_args("SELECT id, request, fresh_connection "
-								"FROM sam._claim_requests($1)",
-								1, argtypes, args, NULL, false, 0);
+								"FROM sam._claim_requests($1, $2)",
+								2, argtypes, args, NULL, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "sam._claim_requests failed: %d", ret);
 
@@ -509,15 +520,15 @@ record_results(List *finished)
 
 /*
  * set_ready says whether the worker serves the database: sam.worker_pid()
- * reports it only once the rows a previous worker left in flight have been
- * reconciled, so that whoever waits for the worker (the tests, a deployment
- * script) knows it will not requeue calls claimed after that.
+ * and sam.workers() report it only once the rows it left in flight before
+ * have been reconciled, so that whoever waits for the worker (the tests, a
+ * deployment script) knows it will not requeue calls claimed after that.
  */
 static void
 set_ready(bool ready)
 {
 	SpinLockAcquire(&sam_shared->mutex);
-	sam_shared->worker_ready = ready;
+	sam_shared->workers[sam_worker_number].ready = ready;
 	SpinLockRelease(&sam_shared->mutex);
 }
 
@@ -538,13 +549,22 @@ give_back_memory(void)
 #endif
 }
 
-/* run_simple runs one SQL statement in its own transaction */
+/*
+ * recover_in_flight reconciles the rows this worker left in flight (and,
+ * for worker 0, those of worker numbers sam.workers no longer runs).
+ */
 static void
-run_simple(const char *sql, const char *activity)
+recover_in_flight(void)
 {
-	sam_begin_tx(activity);
-	if (SPI_execute(sql, false, 0) < 0)
-		elog(ERROR, "%s failed", sql);
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2];
+
+	args[0] = Int32GetDatum(sam_worker_number);
+	args[1] = Int32GetDatum(sam_workers);
+	sam_begin_tx("sam_ext: reconciling rows left in flight");
+	if (SPI_execute_with_args("SELECT sam._worker_recover($1, $2)", 2, argtypes, args,
+							  NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "sam._worker_recover failed");
 	sam_end_tx();
 }
 
@@ -607,6 +627,9 @@ sam_worker_main(Datum main_arg)
 	TimestampTz last_flush = GetCurrentTimestamp();
 	TimestampTz last_jobs = 0;
 
+	sam_worker_number = DatumGetInt32(main_arg);
+	Assert(sam_worker_number >= 0 && sam_worker_number < SAM_MAX_WORKERS);
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -614,7 +637,15 @@ sam_worker_main(Datum main_arg)
 	/* while the served database is being dropped, or is gone, do not connect to it */
 	sam_wait_until_database_usable();
 	BackgroundWorkerInitializeConnection(sam_database_name, NULL, 0);
-	pgstat_report_appname("sam_ext worker");
+	if (sam_worker_number == 0)
+		pgstat_report_appname("sam_ext worker");
+	else
+	{
+		char		name[NAMEDATALEN];
+
+		snprintf(name, sizeof(name), "sam_ext worker %d", sam_worker_number);
+		pgstat_report_appname(name);
+	}
 
 	requests_cxt = AllocSetContextCreate(TopMemoryContext, "sam_ext requests",
 										 ALLOCSET_DEFAULT_SIZES);
@@ -622,13 +653,18 @@ sam_worker_main(Datum main_arg)
 	load_api_key();
 
 	SpinLockAcquire(&sam_shared->mutex);
-	sam_shared->worker_latch = MyLatch;
-	sam_shared->worker_pid = MyProcPid;
+	sam_shared->workers[sam_worker_number].latch = MyLatch;
+	sam_shared->workers[sam_worker_number].pid = MyProcPid;
 	SpinLockRelease(&sam_shared->mutex);
 	on_proc_exit(worker_exit, (Datum) 0);
 
-	ereport(LOG,
-			(errmsg("sam_ext worker started for database \"%s\"", sam_database_name)));
+	if (sam_workers == 1)
+		ereport(LOG,
+				(errmsg("sam_ext worker started for database \"%s\"", sam_database_name)));
+	else
+		ereport(LOG,
+				(errmsg("sam_ext worker %d of %d started for database \"%s\"",
+						sam_worker_number, sam_workers, sam_database_name)));
 
 	for (;;)
 	{
@@ -651,14 +687,15 @@ sam_worker_main(Datum main_arg)
 			}
 			if (!recovered)
 			{
-				run_simple("SELECT sam._worker_recover()",
-						   "sam_ext: reconciling rows left in flight");
-				sam_jobs_release_all();
+				recover_in_flight();
+				if (sam_worker_number == 0)
+					sam_jobs_release_all();
 				recovered = true;
 				set_ready(true);
 				may_have_work = true;
 			}
-			jobs_running = sam_jobs_pending() && sam_service_jobs();
+			jobs_running = sam_worker_number == 0 && sam_jobs_pending() &&
+				sam_service_jobs();
 			if (sam_unipile_dsn == NULL || sam_unipile_dsn[0] == '\0')
 			{
 				if (!warned_no_dsn)
@@ -712,7 +749,7 @@ sam_worker_main(Datum main_arg)
 			last_flush = GetCurrentTimestamp();
 			may_have_work = true;
 			/* while busy, jobs waiting for their calls are looked at now and then */
-			if (sam_jobs_pending() &&
+			if (sam_worker_number == 0 && sam_jobs_pending() &&
 				TimestampDifferenceExceeds(last_jobs, last_flush, SAM_JOB_POLL_MS))
 			{
 				jobs_running = sam_service_jobs();

@@ -1,6 +1,6 @@
 # The worker never blocks DROP DATABASE of the database it serves, does not
 # hammer the log while that database is gone, comes back when it is created
-# again, and reconnects at once when a drop fails.
+# again, and reconnects at once when a drop fails; with two workers too.
 use strict;
 use warnings;
 
@@ -43,6 +43,17 @@ isnt($ret, 0, 'a drop that fails because another session is connected');
 like($err, qr/is being accessed by other users/, 'fails for that reason, not because of the worker');
 ok($node->poll_query_until('postgres', $worker), 'the worker is back on the database');
 $bg->quit;
+
+# two workers (sam.workers = 2): the drop waits for both to disconnect, and both come back
+$node->append_conf('postgresql.conf', "sam.workers = 2\n");
+$node->restart;
+my $workers = "SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'sam_ext worker' AND datname = 'app'";
+ok($node->poll_query_until('postgres', $workers), 'two workers serve database app');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app');
+is($ret, 0, 'DROP DATABASE app succeeds with two workers connected') or diag($err);
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+$node->safe_psql('app', 'CREATE EXTENSION sam_ext');
+ok($node->poll_query_until('postgres', $workers), 'CREATE DATABASE app: both workers serve it again');
 
 $node->stop;
 $mock->{handle}->kill_kill;

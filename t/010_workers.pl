@@ -1,0 +1,123 @@
+# Several worker processes (sam.workers = 2) against the mock Unipile server:
+# both claim and call (outbox.claimed_by names which), every invitation
+# reaches the mock exactly once, a worker that is terminated and restarted
+# alone reconciles only the calls it left in flight while the other's
+# calls finish untouched, the jobs that wait for their calls still run
+# (in worker 0), and sam.doctor() and sam.workers() report both.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use SamTest;
+use Test::More;
+
+my $mock = start_mock();
+my $node = new_sam_node('workers', $mock, conf => qq{
+sam.workers = 2
+sam.max_concurrency = 4
+sam.batch_size = 4
+});
+
+poll_until_ok($node,
+	"SELECT count(*) = 2 AND bool_and(ready) AND count(DISTINCT pid) = 2 FROM sam.workers()",
+	'sam.workers() lists two workers, each ready');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(application_name, ',' ORDER BY application_name) FROM pg_stat_activity WHERE backend_type = 'sam_ext worker'"),
+	'sam_ext worker,sam_ext worker 1', 'both show in pg_stat_activity, by number');
+is($node->safe_psql('postgres',
+	"SELECT sam.worker_pid() = pid FROM sam.workers() WHERE worker = 0"), 't',
+	'sam.worker_pid() is worker 0');
+like($node->safe_psql('postgres', "SELECT detail FROM sam.doctor() WHERE \"check\" = 'worker running' AND ok"),
+	qr/^pids \d+, \d+$/, 'sam.doctor() names both workers');
+
+sub make_account
+{
+	my ($id) = @_;
+	$node->safe_psql('postgres',
+		"SELECT sam.create_account('$id', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', "
+		  . "work_end => '00:00', spacing_min => '0', spacing_max => '0', daily_invite_cap => 100, weekly_invite_cap => 200)");
+}
+
+# a campaign of n prospects ACo<tag>1..n; returns its id
+sub make_campaign
+{
+	my ($account, $tag, $n) = @_;
+	my $cid = $node->safe_psql('postgres', "SELECT sam.create_campaign('$account', 'c-$account')->>'campaign_id'");
+	$node->safe_psql('postgres',
+		"SELECT sam.add_prospects($cid, '[" . join(',', map { qq({"provider_id": "ACo$tag$_"}) } 1 .. $n) . "]')");
+	return $cid;
+}
+
+# provider id => number of invitations the mock accepted (2xx), for one account
+sub accepted_invites
+{
+	my ($account) = @_;
+	my %by;
+	for my $e (@{ mock_log($mock) })
+	{
+		next unless $e->{method} eq 'POST' && $e->{path} eq '/api/v1/users/invite'
+		  && ($e->{account_id} // '') eq $account && $e->{status} >= 200 && $e->{status} < 300;
+		$by{ $e->{body}{provider_id} }++;
+	}
+	return \%by;
+}
+
+# ---- both workers deliver, nothing twice -----------------------------------------------
+make_account('acc-many');
+my $cid = make_campaign('acc-many', 'MANY', 100);
+$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+poll_until_ok($node,
+	"SELECT count(*) = 100 FROM sam.prospects WHERE campaign_id = $cid AND status = 'connection_request_sent'",
+	'100 invitations sent');
+my $by = accepted_invites('acc-many');
+is(scalar(keys %$by), 100, 'the mock accepted an invitation for each of the 100');
+is(join(',', grep { $by->{$_} != 1 } sort keys %$by), '', 'and none twice');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(DISTINCT claimed_by::text, ',') FROM sam.outbox WHERE account_id = 'acc-many'"),
+	'0,1', 'both workers made some of the calls');
+
+# ---- worker 1 stops with calls in flight: only its calls are reconciled ----------------
+make_account('acc-stop');
+$cid = make_campaign('acc-stop', 'STOP', 8);
+mock_call($mock, 'POST', '/_mock/faults',
+	{ method => 'POST', path_prefix => '/api/v1/users/invite', count => -1, delay_ms => 5000 });
+$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+poll_until_ok($node,
+	"SELECT count(*) FILTER (WHERE claimed_by = 0) = 4 AND count(*) FILTER (WHERE claimed_by = 1) = 4"
+	  . " FROM sam.outbox WHERE account_id = 'acc-stop' AND state = 'in_flight'",
+	'each worker has four calls in flight');
+my $pid1 = $node->safe_psql('postgres', 'SELECT pid FROM sam.workers() WHERE worker = 1');
+my $pid0 = $node->safe_psql('postgres', 'SELECT pid FROM sam.workers() WHERE worker = 0');
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid1)");
+poll_until_ok($node,
+	"SELECT ready AND pid <> $pid1 FROM sam.workers() WHERE worker = 1",
+	'worker 1 is restarted alone');
+is($node->safe_psql('postgres', 'SELECT pid FROM sam.workers() WHERE worker = 0'), $pid0,
+	'worker 0 kept running');
+# worker 1's calls are in the mock's hands (it answers after the delay): they must be checked
+is($node->safe_psql('postgres',
+	"SELECT count(*) FILTER (WHERE claimed_by = 1 AND needs_check)"
+	  . " || '/' || count(*) FILTER (WHERE claimed_by = 0 AND state = 'in_flight' AND NOT needs_check)"
+	  . " FROM sam.outbox WHERE account_id = 'acc-stop'"),
+	'4/4', "worker 1's four calls are to be checked, worker 0's four are still in flight as they were");
+mock_call($mock, 'DELETE', '/_mock/faults');
+poll_until_ok($node,
+	"SELECT count(*) = 8 FROM sam.prospects WHERE campaign_id = $cid AND status = 'connection_request_sent'",
+	'all eight prospects end with their invitation sent');
+$by = accepted_invites('acc-stop');
+is(join(',', map { "$_:" . ($by->{"ACoSTOP$_"} // 0) } 1 .. 8), join(',', map { "$_:1" } 1 .. 8),
+	'the mock accepted each invitation exactly once');
+is(scalar(grep { $_->{method} eq 'POST' && $_->{path} eq '/api/v1/users/invite' && ($_->{account_id} // '') eq 'acc-stop' }
+			@{ mock_log($mock) }),
+	8, 'the mock saw eight invitations in all: the four reconciled calls were checked, not sent again');
+
+# ---- jobs that wait for their calls run in worker 0 ------------------------------------
+my $r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{success}, JSON::PP::true, 'check_relations succeeds with two workers');
+is_deeply($r->{errors}, [], 'without errors');
+
+done_testing();
