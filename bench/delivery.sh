@@ -14,13 +14,15 @@
 #                    -> result recorded (outbox done, prospect connection_request_sent)
 #
 #     The worker runs once per sam.max_concurrency:sam.batch_size setting
-#     (CONFIGS), so the table shows how the rate moves with them.  Each
+#     (CONFIGS), so the table shows how the rate moves with them; a third
+#     field sets sam.workers (worker processes, each with that concurrency
+#     and batch size; the cluster restarts when it changes).  Each
 #     measurement is repeated RUNS times; the summary gives medians and the
 #     worker's rate as a share of curl_multi's, both measured in the same run.
 #
 #     N            invitations per worker run (default 100000)
 #     RUNS=3       repetitions
-#     CONFIGS="16:100 64:200 128:500 256:1000"   concurrency:batch settings
+#     CONFIGS="16:100 64:200 128:500 256:1000"   concurrency:batch[:workers] settings
 #     REF_CONC=64  concurrency of curl_multi and wrk (-c)
 #     SEQ_N        requests of the sequential client (default min(N, 20000))
 #     WRK_SECONDS=5
@@ -29,7 +31,7 @@
 #     STALE_STATS=1  no ANALYZE with the release (the planner then believes nothing is due)
 #     PGSS=1       prints the statements that took the most time in each worker run
 #     PERF_OUT=/tmp/w.perf  records the worker with perf during each worker
-#                  run (perf report -i /tmp/w.perf.CONC.BATCH)
+#                  run (perf report -i /tmp/w.perf.CONC.BATCH.WORKERS)
 #     SYSCALLS=1   prints the worker's system calls per call of each worker run
 #                  (perf stat of its sendto, recvfrom, poll, epoll and write tracepoints)
 #
@@ -56,11 +58,15 @@ bench_cluster_start "$pg_port" "sam.unipile_dsn = '$mock_url'"
 bench_mock_start "$mock_port"
 q -c "SELECT sam.create_account('bench', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
                                 spacing_min => '0', spacing_max => '0')" >/dev/null
-wpid=$(bench_worker_pid)
+wpid=$(bench_worker_pid)	# the worker processes' pids, comma-separated
+workers=1
 
-# cpu_s PID: user + system CPU seconds of a process so far
+# cpu_s PIDS: user + system CPU seconds so far of the processes (comma-separated pids)
 cpu_s() {
-	awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+	local f=()
+	IFS=, read -ra f <<<"$1"
+	(for p in "${f[@]}"; do cat "/proc/$p/stat"; done) |
+		awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { print s / hz }'
 }
 
 # worker_run CONC BATCH: queue N invitations (not yet due), release them in
@@ -73,7 +79,7 @@ worker_run() {
 	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
 	c0=$(cpu_s "$wpid")
 	if [ -n "${PERF_OUT:-}" ]; then
-		perf record -F 999 -g -o "$PERF_OUT.$conc.$batch" -p "$wpid" >/dev/null 2>&1 &
+		perf record -F 999 -g -o "$PERF_OUT.$conc.$batch.$workers" -p "$wpid" >/dev/null 2>&1 &
 		perf_pid=$!
 	fi
 	if [ -n "${SYSCALLS:-}" ]; then
@@ -111,7 +117,7 @@ worker_run() {
 }
 
 bench_machine
-echo "inputs: N=$n invitations per worker run, RUNS=$runs, CONFIGS=\"$configs\" (sam.max_concurrency:sam.batch_size),"
+echo "inputs: N=$n invitations per worker run, RUNS=$runs, CONFIGS=\"$configs\" (sam.max_concurrency:sam.batch_size[:sam.workers]),"
 echo "        curl_multi: N requests at concurrency $ref_conc; wrk -t2 -c$ref_conc -d${wrk_s}s; sequential: $seq_n requests;"
 echo "        mock_unipile --threads ${MOCK_THREADS:-2} --no-log --quiet on 127.0.0.1:$mock_port; synchronous_commit on"
 echo
@@ -143,8 +149,14 @@ for r in $(seq "$runs"); do
 	echo "$r sequential $sq_rate $(echo "$sq_rate $cm_rate" | awk '{print $1 / $2}')" >>"$res"
 
 	for c in $configs; do
+		IFS=: read -r conc batch nw <<<"$c"
+		nw=${nw:-1}
+		if [ "$nw" != "$workers" ]; then
+			wpid=$(bench_set_workers "$nw")
+			workers=$nw
+		fi
 		curl -s -X POST "$mock_url/_mock/reset" >/dev/null
-		read -r secs rate errs cpu <<<"$(worker_run "${c%%:*}" "${c##*:}")"
+		read -r secs rate errs cpu <<<"$(worker_run "$conc" "$batch")"
 		printf '%-4s %-12s %10s %10s %8s %10s %8.2f %6s\n' "$r" "worker $c" "$rate" "$secs" "$errs" "$cpu" \
 			"$(echo "$rate $cm_rate" | awk '{print $1 / $2}')" "$(bench_load)"
 		bench_top_statements | sed 's/^/    /'

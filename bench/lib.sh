@@ -212,6 +212,23 @@ bench_worker_pid() {
 	exit 1
 }
 
+# bench_set_workers W: sam.workers = W (a restart), then waits until all W
+# serve the database; prints their pids, comma-separated
+bench_set_workers() {
+	local pids i
+	q -c "ALTER SYSTEM SET sam.workers = '$1'" >/dev/null
+	as_pg pg_ctl -D "$BENCH_DIR/data" -l "$BENCH_DIR/pg.log" -w -t 60 restart >/dev/null ||
+		{ cat "$BENCH_DIR/pg.log" >&2; exit 1; }
+	for i in $(seq 1 300); do
+		pids=$(q -c "SELECT string_agg(pid::text, ',' ORDER BY worker) FROM sam.workers()
+		             HAVING count(*) FILTER (WHERE ready) = $1")
+		[ -n "$pids" ] && { echo "$pids"; return 0; }
+		sleep 0.1
+	done
+	echo "bench: $1 sam_ext workers did not start" >&2
+	exit 1
+}
+
 # rss_kb PID prints the resident set size of a process, in kB
 rss_kb() {
 	awk '/^VmRSS/ {print $2}' "/proc/$1/status"
