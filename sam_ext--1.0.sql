@@ -298,6 +298,24 @@ CREATE INDEX prospects_follow_up_due_idx ON sam.prospects (follow_up_due_at) WHE
 COMMENT ON TABLE sam.prospects IS 'People a campaign reaches, their state in the sequence and the time of each transition';
 COMMENT ON COLUMN sam.prospects.connected_via IS 'The evidence of acceptance: webhook, relations, note_chat, reply, already_connected, profile';
 COMMENT ON COLUMN sam.prospects.follow_up_due_at IS 'When the next step (acceptance check or follow-up) is due';
+COMMENT ON COLUMN sam.prospects.account_id IS 'The account of the prospect''s campaign, repeated so that the queries by account need no join; follows a renamed account';
+
+/*
+ * A renamed account (sam.accounts.account_id, ON UPDATE CASCADE to its
+ * campaigns) takes its prospects along: their account_id repeats their
+ * campaign's.
+ */
+CREATE FUNCTION sam._campaign_account_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.prospects p SET account_id = NEW.account_id
+     WHERE p.campaign_id = NEW.id AND p.account_id IS DISTINCT FROM NEW.account_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER campaigns_account_changed AFTER UPDATE OF account_id ON sam.campaigns
+    FOR EACH ROW WHEN (OLD.account_id IS DISTINCT FROM NEW.account_id)
+    EXECUTE FUNCTION sam._campaign_account_trigger();
 
 CREATE TABLE sam.outbox (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

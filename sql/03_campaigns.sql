@@ -87,3 +87,15 @@ SELECT d->>'index' AS index, p.provider_id, p.public_identifier
  ORDER BY 1;
 ROLLBACK;
 SELECT setval('sam.prospects_id_seq', :prospects_seq) > 0 AS ids_given_back;
+
+-- an account renamed (a new Unipile account id): its campaigns and prospects follow it (rolled back)
+BEGIN;
+SELECT count(*) AS prospects_of_acc_c FROM sam.prospects WHERE account_id = 'acc-c' \gset
+UPDATE sam.accounts SET account_id = 'acc-c-renamed' WHERE account_id = 'acc-c';
+SELECT :prospects_of_acc_c > 0 AS had_prospects,
+       (SELECT count(*) FROM sam.campaigns WHERE account_id = 'acc-c') AS campaigns_left,
+       (SELECT count(*) FROM sam.prospects WHERE account_id = 'acc-c') AS prospects_left,
+       (SELECT count(*) FROM sam.prospects WHERE account_id = 'acc-c-renamed') = :prospects_of_acc_c AS prospects_moved,
+       (SELECT count(*) FROM sam.prospects p JOIN sam.campaigns c ON c.id = p.campaign_id
+         WHERE p.account_id <> c.account_id) AS prospects_not_on_their_campaigns_account;
+ROLLBACK;
