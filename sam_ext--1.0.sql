@@ -956,11 +956,14 @@ BEGIN
                    (SELECT 'erased on request: never to be imported or contacted again' FROM sam.suppressions s
                      WHERE s.hash IN (sam._identity_hash(i.n->>'provider_id'), sam._identity_hash(i.n->>'public_identifier'))
                      LIMIT 1),
+                   -- the first entry by id, found through the three indexes (ORDER BY d.id alone
+                   -- lets the planner walk the primary key until one matches: the whole list for
+                   -- every item that is on none, 3 ms an item at 10,000 entries)
                    (SELECT format('on the do-not-contact list (entry %s%s)', d.id, coalesce(': ' || d.reason, ''))
                       FROM sam.do_not_contact d
                      WHERE d.identifier = i.n->>'provider_id' OR lower(d.identifier) = i.n->>'public_identifier'
                         OR lower(d.company) = lower(i.n->>'company')
-                     ORDER BY d.id LIMIT 1)) END AS why
+                     ORDER BY d.id + 0 LIMIT 1)) END AS why
           FROM items i
     ),
     cand AS MATERIALIZED (
@@ -3551,6 +3554,9 @@ CREATE TABLE sam.do_not_contact (
     CONSTRAINT do_not_contact_reason_length CHECK (char_length(reason) <= 1000)
 );
 CREATE UNIQUE INDEX do_not_contact_identifier_key ON sam.do_not_contact (identifier) WHERE identifier IS NOT NULL;
+-- add_prospects looks a public identifier up by lower(identifier) (bench/import.sh: with the
+-- other two lookups, a BitmapOr of the three indexes)
+CREATE INDEX do_not_contact_identifier_lower_idx ON sam.do_not_contact (lower(identifier)) WHERE identifier IS NOT NULL;
 CREATE UNIQUE INDEX do_not_contact_company_key ON sam.do_not_contact (lower(company)) WHERE company IS NOT NULL;
 COMMENT ON TABLE sam.do_not_contact IS 'People (provider id or public identifier) and companies that no campaign of any account may contact';
 SELECT pg_catalog.pg_extension_config_dump('sam.do_not_contact', '');

@@ -6,12 +6,14 @@
 #     the account (duplicates), 1% are invalid (a provider id with a space),
 #     the rest new, with a first name and a company the campaign's note uses.
 #     Each call runs RUNS times in a transaction rolled back; the time is the
-#     call's own (EXPLAIN ANALYZE), median.  Twice per size: with the erasure
-#     and do-not-contact lists empty, and with one do-not-contact entry (each
-#     item is then looked up in both).
+#     call's own (EXPLAIN ANALYZE), median.  Three times per size: with the
+#     erasure and do-not-contact lists empty, with one do-not-contact entry
+#     (each item is then looked up in both), and with DNC_ROWS entries (half
+#     provider ids, half public identifiers; none matches an item).
 #
 #     SIZE         items per call (default: 1000 20000 100000; at most 100000)
 #     RUNS=3       repetitions per size (median)
+#     DNC_ROWS=10000  entries of the long do-not-contact list (0: that pass is skipped)
 #     PG_PORT=21443
 #
 # bench/import.sh
@@ -21,6 +23,7 @@ set -euo pipefail
 
 sizes=${*:-"1000 20000 100000"}
 runs=${RUNS:-3}
+dnc_rows=${DNC_ROWS:-10000}
 bench_cluster_start "${PG_PORT:-21443}" "autovacuum = off"
 
 bench_machine
@@ -54,12 +57,19 @@ import() {
 
 printf '%-8s %-22s %9s %10s %7s\n' items lists ms items/s load
 for size in $sizes; do
-	for lists in empty "one do-not-contact"; do
-		if [ "$lists" = empty ]; then
-			q -c "DELETE FROM sam.do_not_contact" >/dev/null
-		else
-			q -c "SELECT sam.add_do_not_contact(company => 'Nobody Inc')" >/dev/null
-		fi
+	for lists in empty "one do-not-contact" "$dnc_rows do-not-contact"; do
+		case "$lists" in
+		empty)
+			q -c "DELETE FROM sam.do_not_contact" >/dev/null ;;
+		"one do-not-contact")
+			q -c "SELECT sam.add_do_not_contact(company => 'Nobody Inc')" >/dev/null ;;
+		"0 do-not-contact")
+			continue ;;
+		*)
+			q -c "INSERT INTO sam.do_not_contact (identifier)
+			      SELECT CASE WHEN i % 2 = 0 THEN 'ACoBLOCKED' || i ELSE 'blocked-' || i END
+			        FROM generate_series(1, $dnc_rows) i" -c "ANALYZE sam.do_not_contact" >/dev/null ;;
+		esac
 		ms=$(import "$size")
 		printf '%-8s %-22s %9.0f %10.0f %7s\n' "$size" "$lists" "$ms" \
 			"$(echo "$size $ms" | awk '{ print ($2 > 0 ? $1 * 1000 / $2 : 0) }')" "$(bench_load)"
