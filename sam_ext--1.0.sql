@@ -1136,8 +1136,8 @@ BEGIN
               FROM v
         ),
         ins AS (
-            INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before,
-                                    created_at, updated_at)
+            INSERT INTO sam.outbox AS o (account_id, campaign_id, prospect_id, kind, idempotency_key, request,
+                                         not_before, created_at, updated_at)
             SELECT a.account_id, c.id, s.id, CASE WHEN s.provider_id IS NULL THEN 'resolve_profile' ELSE 'invite' END,
                    CASE WHEN s.provider_id IS NULL THEN 'resolve:' ELSE 'invite:' END || s.id,
                    CASE WHEN s.provider_id IS NULL
@@ -1151,7 +1151,14 @@ BEGIN
                    s.t, now_t, now_t
               FROM s
              ORDER BY s.id
-            ON CONFLICT (account_id, idempotency_key) DO NOTHING
+            -- a dead or cancelled call of a prospect pending again (set back by hand, say after
+            -- the account was reconnected) goes again, in the same row: one row per action
+            ON CONFLICT (account_id, idempotency_key) DO UPDATE SET
+                request = EXCLUDED.request, not_before = EXCLUDED.not_before, state = 'queued', attempts = 0,
+                finished_at = NULL, claimed_at = NULL, claimed_by = NULL, http_status = NULL, error_type = NULL,
+                response = NULL, duration_ms = NULL, outcome = NULL, updated_at = EXCLUDED.updated_at,
+                error = left(format('queued again (was %s%s)', o.state, ': ' || o.error), 1000)
+             WHERE o.state IN ('dead', 'cancelled')
             RETURNING kind, not_before
         ),
         failures AS (
@@ -1837,9 +1844,12 @@ END $$;
 /*
  * sam._complete records a batch of results; one row that cannot be
  * recorded is marked dead with the reason and never blocks the others.
+ * Returns how many were recorded (or found recorded already): with
+ * p_defer_locked, those that met a deadlock or a lock are left in flight and
+ * not counted, for the worker to record again.
  */
 CREATE FUNCTION sam._complete(p_ids bigint[], p_statuses integer[], p_bodies text[], p_errors text[],
-                              p_ms double precision[])
+                              p_ms double precision[], p_defer_locked boolean DEFAULT false)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1847,6 +1857,7 @@ DECLARE
     i integer;
     now_t timestamptz := sam.now();
     fast bigint[] := '{}';
+    deferred integer := 0;
 BEGIN
     /*
      * The common case in one statement: invitations Unipile accepted (2xx,
@@ -1883,18 +1894,35 @@ BEGIN
         RETURN cardinality(p_ids);      -- all recorded (the loop's = ANY would be quadratic)
     END IF;
 
-    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+    /*
+     * Row by row, in the order of the rows they lock (account, then
+     * prospect): two workers recording at once then take their locks in the
+     * same order.  Other sessions (a job, a webhook) may still take them in
+     * another order: a row that meets a deadlock or a lock it may not wait
+     * for is left in flight when p_defer_locked, and not counted, so that the
+     * worker records it again in a new transaction once this one has let go
+     * of its locks.  Otherwise, and for any other error, the row is dead with
+     * the error, and its outcome is to be checked before any new attempt
+     * (the answer it got is not known to the database).
+     */
+    FOR i IN SELECT u.i FROM generate_subscripts(p_ids, 1) u(i)
+                        LEFT JOIN sam.outbox o ON o.id = p_ids[u.i]
+              ORDER BY o.account_id, o.prospect_id, u.i LOOP
         CONTINUE WHEN p_ids[i] = ANY (fast);
         BEGIN
             PERFORM sam._complete_one(p_ids[i], p_statuses[i], p_bodies[i], p_errors[i], p_ms[i]);
         EXCEPTION WHEN OTHERS THEN
-            UPDATE sam.outbox SET state = 'dead', finished_at = sam.now(), updated_at = sam.now(),
-                                  error = 'could not record the result: ' || SQLERRM
-             WHERE id = p_ids[i];
-            RAISE WARNING 'sam_ext: could not record the result of outbox row %: %', p_ids[i], SQLERRM;
+            IF p_defer_locked AND SQLSTATE IN ('40P01', '40001', '55P03') THEN
+                deferred := deferred + 1;
+            ELSE
+                UPDATE sam.outbox SET state = 'dead', finished_at = sam.now(), updated_at = sam.now(),
+                                      needs_check = true, error = 'could not record the result: ' || SQLERRM
+                 WHERE id = p_ids[i];
+                RAISE WARNING 'sam_ext: could not record the result of outbox row %: %', p_ids[i], SQLERRM;
+            END IF;
         END;
     END LOOP;
-    RETURN coalesce(array_length(p_ids, 1), 0);
+    RETURN coalesce(array_length(p_ids, 1), 0) - deferred;
 END $$;
 
 ------------------------------------------------------------------------
@@ -2701,11 +2729,14 @@ BEGIN
                     THEN sam._try_render(d.follow_ups->(d.step - 1)->>'template', d.variables,
                                          d.first_name, d.last_name, d.company, d.title) END AS out
           FROM d LEFT JOIN b ON b.account_id = d.account_id
-          -- (OFFSET 0: a probe of the key per prospect, never a join planned from the outbox's statistics)
+          -- (OFFSET 0: a probe of the key per prospect, never a join planned from the outbox's
+          -- statistics; a dead or cancelled message of a prospect connected again at that step, set
+          -- back by hand, is rendered and goes again)
           LEFT JOIN LATERAL (SELECT o.not_before FROM sam.outbox o
                               WHERE d.status = 'connected' AND d.step <= jsonb_array_length(d.follow_ups)
                                 AND o.account_id = d.account_id
                                 AND o.idempotency_key = 'message:' || d.id || ':' || d.step
+                                AND o.state NOT IN ('dead', 'cancelled')
                              OFFSET 0) q ON true
     ),
     -- the rendered messages, numbered per account in due order
@@ -2726,8 +2757,8 @@ BEGIN
           FROM g
     ),
     ins AS (
-        INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before,
-                                job_run_id, context, created_at, updated_at)
+        INSERT INTO sam.outbox AS o (account_id, campaign_id, prospect_id, kind, idempotency_key, request,
+                                     not_before, job_run_id, context, created_at, updated_at)
         SELECT s.account_id, s.campaign_id, s.id, CASE WHEN s.chat_id IS NULL THEN 'start_chat' ELSE 'send_message' END,
                'message:' || s.id || ':' || s.step,
                CASE WHEN s.chat_id IS NULL
@@ -2742,7 +2773,13 @@ BEGIN
                s.t, p_run_id, jsonb_build_object('step', s.step, 'text', s.msg, 'chat_id', s.chat_id), now_t, now_t
           FROM s
          ORDER BY s.follow_up_due_at, s.id
-        ON CONFLICT (account_id, idempotency_key) DO NOTHING
+        ON CONFLICT (account_id, idempotency_key) DO UPDATE SET
+                kind = EXCLUDED.kind, request = EXCLUDED.request, not_before = EXCLUDED.not_before,
+                job_run_id = EXCLUDED.job_run_id, context = EXCLUDED.context, state = 'queued', attempts = 0,
+                finished_at = NULL, claimed_at = NULL, claimed_by = NULL, http_status = NULL, error_type = NULL,
+                response = NULL, duration_ms = NULL, outcome = NULL, updated_at = EXCLUDED.updated_at,
+                error = left(format('queued again (was %s%s)', o.state, ': ' || o.error), 1000)
+         WHERE o.state IN ('dead', 'cancelled')
         RETURNING 1
     ),
     spaced AS (

@@ -109,8 +109,10 @@ SELECT coalesce(p.provider_id, p.public_identifier) AS who, p.status, p.last_err
 SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-set';
 ROLLBACK;
 -- still_pending: the campaign's pending prospects less those with a call under way (queued, in
--- flight, failed and to be retried); a finished call (done, dead, cancelled) leaves its prospect
--- counted.  Rolled back; the last column is the count written as a probe per prospect.
+-- flight, failed and to be retried); a done call leaves its prospect counted.  A dead or cancelled
+-- call of a prospect still pending (set here by hand, as a DBA would to try again) goes again, in
+-- the same row, and takes its place under the cap.  Rolled back; the last query is the count
+-- written as a probe per prospect.
 BEGIN;
 SELECT sam.set_clock('2026-03-12 15:00:00+00', frozen => true)->>'now' AS now;
 SELECT sam.create_account('acc-sp', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
@@ -129,6 +131,7 @@ UPDATE sam.prospects SET status = 'failed' WHERE id = (SELECT max(prospect_id) F
 SELECT o.kind, o.state, p.status FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
  WHERE o.account_id = 'acc-sp' ORDER BY o.id;
 SELECT sam.send_connection_requests(:spid) - 'campaign_id' AS again;
+SELECT o.kind, o.state, o.attempts, o.error FROM sam.outbox o WHERE o.account_id = 'acc-sp' ORDER BY o.id;
 SELECT count(*) AS by_probes FROM sam.prospects x
  WHERE x.campaign_id = :spid AND x.status = 'pending'
    AND NOT EXISTS (SELECT 1 FROM sam.outbox o WHERE o.account_id = x.account_id

@@ -58,6 +58,8 @@
 #define SAM_MAX_IDLE_MS 60000
 /* how long results may wait before they are recorded while others fly */
 #define SAM_FLUSH_INTERVAL_MS 20
+/* transactions that may record one batch, when rows meet a deadlock or a lock */
+#define SAM_RECORD_ATTEMPTS 3
 /* how often a job waiting for its calls is looked at */
 #define SAM_JOB_POLL_MS 100
 
@@ -438,81 +440,109 @@ claim_and_start(int max_rows)
 }
 
 /*
- * record_results records finished requests in one transaction with
- * sam._complete and frees them.
+ * record_results records finished requests with sam._complete and frees
+ * them.  One transaction, unless some results meet a deadlock or a lock
+ * (another worker recording, a job, a webhook taking the same rows in
+ * another order): sam._complete then leaves them in flight, and they are
+ * recorded again in a new transaction, once this one has let go of its
+ * locks.  The last attempt records them whatever happens (dead, with their
+ * outcome to be checked, if they still cannot be).
  */
 static void
 record_results(List *finished)
 {
 	int			n = list_length(finished);
-	Datum	   *ids;
-	Datum	   *statuses;
-	Datum	   *bodies;
-	bool	   *body_nulls;
-	Datum	   *errors;
-	bool	   *error_nulls;
-	Datum	   *elapsed;
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	Oid			argtypes[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
-	Datum		args[5];
+	int			attempt;
 	ListCell   *lc;
-	int			i = 0;
-	int			ret;
 
-	sam_begin_tx("sam_ext: recording Unipile results");
-
-	/*
-	 * Allocated in SPI's context, freed by SPI_finish: outside a transaction
-	 * the current context is TopMemoryContext, where they would stay for
-	 * good (about 45 bytes a request, 45 MB a million).
-	 */
-	ids = palloc(sizeof(Datum) * n);
-	statuses = palloc(sizeof(Datum) * n);
-	bodies = palloc(sizeof(Datum) * n);
-	body_nulls = palloc(sizeof(bool) * n);
-	errors = palloc(sizeof(Datum) * n);
-	error_nulls = palloc(sizeof(bool) * n);
-	elapsed = palloc(sizeof(Datum) * n);
-	foreach(lc, finished)
+	for (attempt = 1;; attempt++)
 	{
-		SamHttpRequest *req = lfirst(lc);
-		const char *err = req->error;
+		bool		last = (attempt >= SAM_RECORD_ATTEMPTS);
+		Datum	   *ids;
+		Datum	   *statuses;
+		Datum	   *bodies;
+		bool	   *body_nulls;
+		Datum	   *errors;
+		bool	   *error_nulls;
+		Datum	   *elapsed;
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+		Oid			argtypes[6] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+			TEXTARRAYOID, FLOAT8ARRAYOID, BOOLOID};
+		Datum		args[6];
+		int			i = 0;
+		int			ret;
+		int			recorded = n;
+		bool		isnull;
 
-		ids[i] = Int64GetDatum(req->id);
-		statuses[i] = Int32GetDatum((int32) req->status);
-		body_nulls[i] = true;
-		bodies[i] = (Datum) 0;
-		if (req->response.data && req->response.len > 0)
+		sam_begin_tx("sam_ext: recording Unipile results");
+
+		/*
+		 * Allocated in SPI's context, freed by SPI_finish: outside a
+		 * transaction the current context is TopMemoryContext, where they
+		 * would stay for good (about 45 bytes a request, 45 MB a million).
+		 */
+		ids = palloc(sizeof(Datum) * n);
+		statuses = palloc(sizeof(Datum) * n);
+		bodies = palloc(sizeof(Datum) * n);
+		body_nulls = palloc(sizeof(bool) * n);
+		errors = palloc(sizeof(Datum) * n);
+		error_nulls = palloc(sizeof(bool) * n);
+		elapsed = palloc(sizeof(Datum) * n);
+		foreach(lc, finished)
 		{
-			if (memchr(req->response.data, '\0', req->response.len) != NULL)
-				err = err ? err : "response contains NUL bytes";
-			else if (!pg_verifymbstr(req->response.data, req->response.len, true))
-				err = err ? err : "response is not valid UTF-8";
-			else
+			SamHttpRequest *req = lfirst(lc);
+			const char *err = req->error;
+
+			ids[i] = Int64GetDatum(req->id);
+			statuses[i] = Int32GetDatum((int32) req->status);
+			body_nulls[i] = true;
+			bodies[i] = (Datum) 0;
+			if (req->response.data && req->response.len > 0)
 			{
-				bodies[i] = PointerGetDatum(cstring_to_text_with_len(req->response.data,
-																	 req->response.len));
-				body_nulls[i] = false;
+				if (memchr(req->response.data, '\0', req->response.len) != NULL)
+					err = err ? err : "response contains NUL bytes";
+				else if (!pg_verifymbstr(req->response.data, req->response.len, true))
+					err = err ? err : "response is not valid UTF-8";
+				else
+				{
+					bodies[i] = PointerGetDatum(cstring_to_text_with_len(req->response.data,
+																		 req->response.len));
+					body_nulls[i] = false;
+				}
 			}
+			error_nulls[i] = (err == NULL);
+			errors[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
+			elapsed[i] = Float8GetDatum(req->elapsed_ms);
+			i++;
 		}
-		error_nulls[i] = (err == NULL);
-		errors[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
-		elapsed[i] = Float8GetDatum(req->elapsed_ms);
-		i++;
+		args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+		args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs,
+													 TEXTOID, -1, false, TYPALIGN_INT));
+		args[3] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
+													 TEXTOID, -1, false, TYPALIGN_INT));
+		args[4] = PointerGetDatum(construct_array(elapsed, n, FLOAT8OID, 8, true, TYPALIGN_DOUBLE));
+		args[5] = BoolGetDatum(!last);
+		ret = SPI_execute_with_args("SELECT sam._complete($1, $2, $3, $4, $5, $6)",
+									6, argtypes, args, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "sam._complete failed: %d", ret);
+		if (SPI_processed == 1)
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+				recorded = DatumGetInt32(d);
+		}
+		sam_end_tx();
+
+		if (recorded >= n || last)
+			break;
+		ereport(LOG,
+				(errmsg("sam_ext worker records %d results again: they met a deadlock or a lock",
+						n - recorded)));
 	}
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
-	args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs,
-												 TEXTOID, -1, false, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
-												 TEXTOID, -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(elapsed, n, FLOAT8OID, 8, true, TYPALIGN_DOUBLE));
-	ret = SPI_execute_with_args("SELECT sam._complete($1, $2, $3, $4, $5)",
-								5, argtypes, args, NULL, false, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "sam._complete failed: %d", ret);
-	sam_end_tx();
 
 	foreach(lc, finished)
 		sam_http_release((SamHttpRequest *) lfirst(lc));
