@@ -1338,9 +1338,12 @@ DECLARE
     a sam.accounts;
     ids bigint[];
     returned bigint;
+    closed text[] := '{}';
 BEGIN
-    -- actions of accounts outside their window wait for its next start
+    -- actions of accounts outside their window wait for its next start (a row another transaction
+    -- holds is skipped here, and left out of the claim below)
     FOR a IN SELECT * FROM sam.accounts x WHERE x.status = 'active' AND NOT sam._in_working_hours(x, now_t) LOOP
+        closed := closed || a.account_id;
         UPDATE sam.outbox o SET not_before = sam._next_window_start(a, now_t), updated_at = now_t
          WHERE o.id IN (SELECT w.id FROM sam.outbox w
                          WHERE w.account_id = a.account_id AND w.finished_at IS NULL
@@ -1361,6 +1364,7 @@ BEGIN
            AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
            AND (o.kind <> 'invite' OR x.invites_paused_until IS NULL OR x.invites_paused_until <= now_t
                 OR o.needs_check)
+           AND (o.account_id <> ALL (closed) OR o.account_id IS NULL OR NOT sam._is_action(o.kind) OR o.needs_check)
          ORDER BY o.not_before, o.id
          LIMIT n
          FOR UPDATE OF o SKIP LOCKED) s;
@@ -1454,7 +1458,10 @@ $$;
 CREATE FUNCTION sam._next_due_ms() RETURNS bigint
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT ceil(extract(epoch FROM min(o.not_before) - sam.now()) * 1000)::bigint
+    SELECT ceil(extract(epoch FROM min(CASE WHEN o.kind = 'invite' AND NOT o.needs_check
+                                                 AND x.invites_paused_until > o.not_before
+                                            THEN x.invites_paused_until ELSE o.not_before END)
+                              - sam.now()) * 1000)::bigint
       FROM sam.outbox o
       LEFT JOIN sam.accounts x ON x.account_id = o.account_id
       LEFT JOIN sam.campaigns c ON c.id = o.campaign_id
@@ -3065,7 +3072,9 @@ BEGIN
                    WHEN t IS NOT NULL THEN format('%s of the %s workers (sam.workers) not running', n,
                                                   current_setting('sam.workers'))
                    ELSE 'no sam_ext worker serves this database' END;
-    hint := CASE WHEN NOT ok THEN format('Check shared_preload_libraries and that sam.database_name (%s) is this database (%s).',
+    hint := CASE WHEN NOT ok AND t IS NOT NULL
+                 THEN 'Look for "too many background workers" in the server log: max_worker_processes must cover sam.workers, pg_cron and parallel queries (restart after raising it).'
+                 WHEN NOT ok THEN format('Check shared_preload_libraries and that sam.database_name (%s) is this database (%s).',
                                          current_setting('sam.database_name'), current_database()) END;
     RETURN NEXT;
 

@@ -138,3 +138,17 @@ SELECT count(*) AS by_probes FROM sam.prospects x
                       AND o.idempotency_key IN ('invite:' || x.id, 'resolve:' || x.id)
                       AND o.state IN ('queued', 'in_flight', 'failed'));
 ROLLBACK;
+-- An idle worker sleeps until the next row it could claim: an invitation of an account whose
+-- invitations are paused counts from the pause's end (not now: workers would wake every 50 ms for
+-- the whole pause), an outcome to check counts from its own time.  Rolled back.
+BEGIN;
+UPDATE sam.outbox SET not_before = sam.now() + interval '30 days' WHERE finished_at IS NULL;
+SELECT sam.create_account('acc-pause', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00')->>'success';
+UPDATE sam.accounts SET invites_paused_until = sam.now() + interval '6 hours' WHERE account_id = 'acc-pause';
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, not_before)
+VALUES ('acc-pause', 'invite', 'pause-1', '{"method": "POST", "path": "/api/v1/users/invite"}', sam.now() - interval '1 minute');
+SELECT sam._next_due_ms() / 3600000.0 AS hours_to_next_due;
+SELECT count(*) AS claimed FROM sam._claim(10);
+UPDATE sam.outbox SET needs_check = true WHERE idempotency_key = 'pause-1';
+SELECT sam._next_due_ms() <= 0 AS check_due_now;
+ROLLBACK;
