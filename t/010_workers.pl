@@ -3,7 +3,8 @@
 # reaches the mock exactly once, a worker that is terminated and restarted
 # alone reconciles only the calls it left in flight while the other's
 # calls finish untouched, the jobs that wait for their calls still run
-# (in worker 0), and sam.doctor() and sam.workers() report both.
+# (in worker 0), a result that meets a lock is recorded again in a new
+# transaction, and sam.doctor() and sam.workers() report both.
 use strict;
 use warnings;
 
@@ -119,5 +120,35 @@ is(scalar(grep { $_->{method} eq 'POST' && $_->{path} eq '/api/v1/users/invite' 
 my $r = json_query($node, 'SELECT sam.check_relations()');
 is($r->{success}, JSON::PP::true, 'check_relations succeeds with two workers');
 is_deeply($r->{errors}, [], 'without errors');
+
+# ---- a result that meets a lock is recorded again, in a new transaction ----------------
+# lock_timeout for the workers' database: recording a 401 disconnects the account, a row that
+# another session holds here; the worker gives up waiting, records the result again in a new
+# transaction, and it goes through once the row is free (never 'dead')
+$node->safe_psql('postgres', "ALTER DATABASE postgres SET lock_timeout = '2s'");
+my $old_pids = join(',', split(/\n/, $node->safe_psql('postgres', 'SELECT pid FROM sam.workers()')));
+$node->safe_psql('postgres', 'SELECT pg_terminate_backend(pid) FROM sam.workers()');
+poll_until_ok($node,
+	"SELECT count(*) = 2 AND bool_and(ready) AND bool_and(pid NOT IN ($old_pids)) FROM sam.workers()",
+	'both workers connected again, with lock_timeout');
+make_account('acc-lock');
+$cid = make_campaign('acc-lock', 'LOCK', 1);
+mock_call($mock, 'POST', '/_mock/accounts', { account_id => 'acc-lock', status => 'disconnected' });
+mock_call($mock, 'POST', '/_mock/faults',
+	{ method => 'POST', path_prefix => '/api/v1/users/invite', count => -1, delay_ms => 1000 });
+my $log_pos = -s $node->logfile;
+$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+my $holder = $node->background_psql('postgres');
+$holder->query_safe("BEGIN; SELECT count(*) FROM (SELECT 1 FROM sam.accounts WHERE account_id = 'acc-lock' FOR UPDATE) s;");
+ok($node->wait_for_log(qr/sam_ext worker records 1 results again: they met a deadlock or a lock/, $log_pos),
+	'the worker records the result again after its lock timed out');
+$holder->query_safe('COMMIT');
+$holder->quit;
+mock_call($mock, 'DELETE', '/_mock/faults');
+poll_until_ok($node,
+	"SELECT a.status = 'disconnected' AND o.state = 'queued' AND o.error_type = 'errors/disconnected_account'"
+	  . " FROM sam.accounts a JOIN sam.outbox o ON o.account_id = a.account_id WHERE a.account_id = 'acc-lock'",
+	'then it is recorded: the account is disconnected and the invitation held, not dead');
+$node->safe_psql('postgres', 'ALTER DATABASE postgres RESET lock_timeout');
 
 done_testing();
