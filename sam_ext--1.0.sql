@@ -380,6 +380,42 @@ COMMENT ON COLUMN sam.outbox.outcome IS 'What the answer did (for example, accep
 COMMENT ON COLUMN sam.outbox.bodies_removed_at IS 'When gdpr_cleanup (or erase_person) removed the request and response bodies';
 COMMENT ON COLUMN sam.outbox.request IS 'The call: {"method", "path", "query": {}, "json": {} | "form": [[name, value], ...]}; the API key is added by the worker only';
 
+/*
+ * A renamed account is the same LinkedIn account under a new Unipile account
+ * id: the calls not yet made (its outbox rows, moved by ON UPDATE CASCADE)
+ * name the new id in their request, in the JSON body, the query or the form;
+ * finished ones keep what was sent.  A trigger on sam.accounts, so that the
+ * outbox's own updates (two a call) carry no row trigger; it fires after the
+ * cascade (triggers fire in name order, "RI_ConstraintTrigger_..." first).
+ */
+CREATE FUNCTION sam._request_for_account(r jsonb, acc text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN jsonb_typeof(x.r2->'form') = 'array'
+                THEN jsonb_set(x.r2, '{form}',
+                               (SELECT coalesce(jsonb_agg(CASE WHEN f->>0 = 'account_id'
+                                                               THEN jsonb_build_array('account_id', acc)
+                                                               ELSE f END ORDER BY n), '[]')
+                                  FROM jsonb_array_elements(x.r2->'form') WITH ORDINALITY e(f, n)))
+                ELSE x.r2 END
+      FROM (SELECT CASE WHEN r1->'query' ? 'account_id' THEN jsonb_set(r1, '{query,account_id}', to_jsonb(acc))
+                        ELSE r1 END AS r2
+              FROM (SELECT CASE WHEN r->'json' ? 'account_id' THEN jsonb_set(r, '{json,account_id}', to_jsonb(acc))
+                                ELSE r END AS r1) y) x
+$$;
+
+CREATE FUNCTION sam._account_renamed_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.outbox o SET request = sam._request_for_account(o.request, NEW.account_id)
+     WHERE o.account_id = NEW.account_id AND o.finished_at IS NULL;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER accounts_renamed AFTER UPDATE OF account_id ON sam.accounts
+    FOR EACH ROW WHEN (OLD.account_id IS DISTINCT FROM NEW.account_id)
+    EXECUTE FUNCTION sam._account_renamed_trigger();
+
 CREATE TRIGGER outbox_wake AFTER INSERT OR UPDATE ON sam.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION sam._outbox_wake_trigger();
 

@@ -88,9 +88,15 @@ SELECT d->>'index' AS index, p.provider_id, p.public_identifier
 ROLLBACK;
 SELECT setval('sam.prospects_id_seq', :prospects_seq) > 0 AS ids_given_back;
 
--- an account renamed (a new Unipile account id): its campaigns and prospects follow it (rolled back)
+-- an account renamed (a new Unipile account id): its campaigns and prospects follow it, and the
+-- calls not yet made name the new id (rolled back)
 BEGIN;
 SELECT count(*) AS prospects_of_acc_c FROM sam.prospects WHERE account_id = 'acc-c' \gset
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, state, finished_at) VALUES
+    ('acc-c', 'invite', 'rename-1', '{"method": "POST", "path": "/api/v1/users/invite", "json": {"provider_id": "ACoX", "account_id": "acc-c"}}', 'queued', NULL),
+    ('acc-c', 'relations_page', 'rename-2', '{"method": "GET", "path": "/api/v1/users/relations", "query": {"account_id": "acc-c", "limit": "100"}}', 'failed', NULL),
+    ('acc-c', 'send_message', 'rename-3', '{"method": "POST", "path": "/api/v1/chats/c1/messages", "form": [["text", "hi"], ["account_id", "acc-c"]]}', 'queued', NULL),
+    ('acc-c', 'invite', 'rename-4', '{"method": "POST", "path": "/api/v1/users/invite", "json": {"provider_id": "ACoY", "account_id": "acc-c"}}', 'done', sam.now());
 UPDATE sam.accounts SET account_id = 'acc-c-renamed' WHERE account_id = 'acc-c';
 SELECT :prospects_of_acc_c > 0 AS had_prospects,
        (SELECT count(*) FROM sam.campaigns WHERE account_id = 'acc-c') AS campaigns_left,
@@ -98,4 +104,6 @@ SELECT :prospects_of_acc_c > 0 AS had_prospects,
        (SELECT count(*) FROM sam.prospects WHERE account_id = 'acc-c-renamed') = :prospects_of_acc_c AS prospects_moved,
        (SELECT count(*) FROM sam.prospects p JOIN sam.campaigns c ON c.id = p.campaign_id
          WHERE p.account_id <> c.account_id) AS prospects_not_on_their_campaigns_account;
+SELECT idempotency_key, account_id, state, request - 'method' - 'path' AS request
+  FROM sam.outbox WHERE idempotency_key LIKE 'rename-%' ORDER BY 1;
 ROLLBACK;
