@@ -408,6 +408,12 @@ CREATE FUNCTION sam._account_renamed_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- a call in flight was made under the old id, and its answer (a 401, say) is about that one
+    IF EXISTS (SELECT 1 FROM sam.outbox o
+                WHERE o.account_id = NEW.account_id AND o.finished_at IS NULL AND o.state = 'in_flight') THEN
+        RAISE EXCEPTION 'account "%" has Unipile calls in flight', OLD.account_id
+            USING ERRCODE = 'object_in_use', HINT = 'Pause the account and try again once they are recorded.';
+    END IF;
     UPDATE sam.outbox o SET request = sam._request_for_account(o.request, NEW.account_id)
      WHERE o.account_id = NEW.account_id AND o.finished_at IS NULL;
     RETURN NULL;
@@ -1189,10 +1195,13 @@ BEGIN
              ORDER BY s.id
             -- a dead or cancelled call of a prospect pending again (set back by hand, say after
             -- the account was reconnected) goes again, in the same row: one row per action
+            -- (a call whose outcome is unknown keeps what it sent: the check compares with it)
             ON CONFLICT (account_id, idempotency_key) DO UPDATE SET
-                request = EXCLUDED.request, not_before = EXCLUDED.not_before, state = 'queued', attempts = 0,
+                request = CASE WHEN o.needs_check THEN o.request ELSE EXCLUDED.request END,
+                not_before = EXCLUDED.not_before, state = 'queued', attempts = 0,
                 finished_at = NULL, claimed_at = NULL, claimed_by = NULL, http_status = NULL, error_type = NULL,
-                response = NULL, duration_ms = NULL, outcome = NULL, updated_at = EXCLUDED.updated_at,
+                response = NULL, duration_ms = NULL, outcome = NULL, bodies_removed_at = NULL,
+                updated_at = EXCLUDED.updated_at,
                 error = left(format('queued again (was %s%s)', o.state, ': ' || o.error), 1000)
              WHERE o.state IN ('dead', 'cancelled')
             RETURNING kind, not_before
@@ -1551,8 +1560,11 @@ DECLARE
     now_t timestamptz := sam.now();
 BEGIN
     IF o.attempts >= current_setting('sam.max_attempts')::integer THEN
+        -- an action whose last attempt has an unknown outcome stays to be checked: should it be
+        -- queued again (its prospect set back by hand), Unipile is asked before anything is sent
         UPDATE sam.outbox SET state = 'dead', error_type = etype, finished_at = now_t, updated_at = now_t,
-                              error = format('gave up after %s attempts: %s', o.attempts, message)
+                              error = format('gave up after %s attempts: %s', o.attempts, message),
+                              needs_check = o.needs_check OR (check_first AND sam._must_check(o.kind))
          WHERE id = o.id;
         IF o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message') THEN
             PERFORM sam._prospect_failed(o.prospect_id, NULL,
@@ -1959,8 +1971,9 @@ BEGIN
                 deferred := deferred + 1;
             ELSE
                 UPDATE sam.outbox SET state = 'dead', finished_at = sam.now(), updated_at = sam.now(),
-                                      needs_check = true, error = 'could not record the result: ' || SQLERRM
-                 WHERE id = p_ids[i];
+                                      needs_check = needs_check OR sam._must_check(kind),
+                                      error = 'could not record the result: ' || SQLERRM
+                 WHERE id = p_ids[i] AND state = 'in_flight';
                 RAISE WARNING 'sam_ext: could not record the result of outbox row %: %', p_ids[i], SQLERRM;
             END IF;
         END;
@@ -2348,6 +2361,7 @@ DECLARE
     now_t timestamptz := sam.now();
     stale integer;
     exhausted integer;
+    n_failed integer;
     due integer;
     queue jsonb;
 BEGIN
@@ -2361,14 +2375,18 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM sam.workers() w WHERE w.worker = coalesce(o.claimed_by, 0) AND w.ready);
     GET DIAGNOSTICS stale = ROW_COUNT;
 
-    -- retries that can no longer happen (sam.max_attempts lowered)
+    -- retries that can no longer happen (sam.max_attempts lowered): dead, and their prospects
+    -- failed, as when the last attempt fails (sam._retry)
     WITH d AS (
         UPDATE sam.outbox o SET state = 'dead', finished_at = now_t, updated_at = now_t,
                                 error = format('gave up after %s attempts: %s', o.attempts, o.error)
          WHERE o.state = 'failed' AND o.attempts >= current_setting('sam.max_attempts')::integer
         RETURNING o.*
+    ), f AS (
+        SELECT sam._prospect_failed(d.prospect_id, NULL, format('%s %s', d.kind, d.error)) AS failed
+          FROM d WHERE d.prospect_id IS NOT NULL AND d.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message')
     )
-    SELECT count(*) INTO exhausted FROM d;
+    SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM f) INTO exhausted, n_failed;
 
     SELECT count(*) INTO due FROM sam.outbox o
      WHERE o.finished_at IS NULL AND o.state IN ('queued', 'failed') AND o.not_before <= now_t;
@@ -2816,11 +2834,15 @@ BEGIN
                s.t, p_run_id, jsonb_build_object('step', s.step, 'text', s.msg, 'chat_id', s.chat_id), now_t, now_t
           FROM s
          ORDER BY s.follow_up_due_at, s.id
+        -- (a message whose outcome is unknown keeps what it sent: the check looks for that text)
         ON CONFLICT (account_id, idempotency_key) DO UPDATE SET
-                kind = EXCLUDED.kind, request = EXCLUDED.request, not_before = EXCLUDED.not_before,
-                job_run_id = EXCLUDED.job_run_id, context = EXCLUDED.context, state = 'queued', attempts = 0,
+                kind = CASE WHEN o.needs_check THEN o.kind ELSE EXCLUDED.kind END,
+                request = CASE WHEN o.needs_check THEN o.request ELSE EXCLUDED.request END,
+                context = CASE WHEN o.needs_check THEN o.context ELSE EXCLUDED.context END,
+                not_before = EXCLUDED.not_before, job_run_id = EXCLUDED.job_run_id, state = 'queued', attempts = 0,
                 finished_at = NULL, claimed_at = NULL, claimed_by = NULL, http_status = NULL, error_type = NULL,
-                response = NULL, duration_ms = NULL, outcome = NULL, updated_at = EXCLUDED.updated_at,
+                response = NULL, duration_ms = NULL, outcome = NULL, bodies_removed_at = NULL,
+                updated_at = EXCLUDED.updated_at,
                 error = left(format('queued again (was %s%s)', o.state, ': ' || o.error), 1000)
          WHERE o.state IN ('dead', 'cancelled')
         RETURNING 1
@@ -3336,7 +3358,8 @@ BEGIN
                                       ELSE n.details->'outbox_ids' END)
          WHERE id = n.id;
     ELSE
-        PERFORM sam._notify('delivery_dead', 'delivery_dead:' || NEW.id,
+        -- (one per death: a call queued again, by hand, may die again)
+        PERFORM sam._notify('delivery_dead', 'delivery_dead:' || NEW.id || ':' || extract(epoch FROM NEW.finished_at),
             format('A Unipile call gave up for good (%s, account %s%s): %s', NEW.kind, NEW.account_id, prospect, err),
             NEW.account_id, NEW.campaign_id, NEW.prospect_id,
             jsonb_build_object('outbox_id', NEW.id, 'kind', NEW.kind, 'error_type', NEW.error_type,

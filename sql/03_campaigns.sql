@@ -107,3 +107,9 @@ SELECT :prospects_of_acc_c > 0 AS had_prospects,
 SELECT idempotency_key, account_id, state, request - 'method' - 'path' AS request
   FROM sam.outbox WHERE idempotency_key LIKE 'rename-%' ORDER BY 1;
 ROLLBACK;
+-- not while a call is in flight: it was made under the old id, and its answer is about that one
+BEGIN;
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, state, claimed_at)
+VALUES ('acc-c', 'relations_page', 'rename-5', '{"method": "GET", "path": "/api/v1/users/relations"}', 'in_flight', sam.now());
+UPDATE sam.accounts SET account_id = 'acc-c-renamed' WHERE account_id = 'acc-c';
+ROLLBACK;

@@ -78,7 +78,8 @@ CREATE TEMP TABLE claimed3 AS SELECT c.* FROM sam._claim(100) c;
 SELECT sam._complete(ARRAY[c.id], ARRAY[503], ARRAY['{"status": 503, "type": "errors/service_unavailable", "title": "Service unavailable"}'],
                      ARRAY[NULL::text], ARRAY[1.0::float8])
   FROM claimed3 c JOIN sam.outbox o ON o.id = c.id WHERE o.request->'json'->>'provider_id' = 'ACoO08';
-SELECT p.status, p.last_error, o.state, o.attempts, o.error FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id
+-- (its last attempt's outcome is unknown, a 5xx: should it be queued again, it is checked first)
+SELECT p.status, p.last_error, o.state, o.attempts, o.needs_check, o.error FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id
  WHERE p.provider_id = 'ACoO08';
 
 -- 401 of the disconnected family: the account is disconnected and its calls are held

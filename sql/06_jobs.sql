@@ -25,3 +25,17 @@ DROP FUNCTION sam._job_broken();
 -- the clock only moves forward
 SELECT sam.advance_clock('-1 day');
 SELECT sam.set_clock(NULL);
+-- retries that can no longer happen (sam.max_attempts lowered) are dead and fail their prospect, as
+-- a last attempt that fails does: the next run does not queue it again (rolled back)
+BEGIN;
+SELECT sam.create_account('acc-ex', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '0', spacing_max => '0')->>'success';
+SELECT (sam.create_campaign('acc-ex', 'Exhausted', NULL))->>'campaign_id' AS exid \gset
+SELECT (sam.add_prospects(:exid, '[{"provider_id": "ACoEX1"}]'))->>'inserted';
+SELECT (sam.start_campaign(:exid))->>'queued' AS queued;
+UPDATE sam.outbox SET state = 'failed', attempts = 7, error = 'HTTP 503' WHERE account_id = 'acc-ex';
+SELECT (sam.process_outbox())->'dead_exhausted' AS dead_exhausted;
+SELECT p.status, p.last_error, o.state FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id
+ WHERE p.account_id = 'acc-ex';
+SELECT (sam.send_connection_requests(:exid))->>'queued' AS queued_again;
+ROLLBACK;

@@ -53,26 +53,30 @@ SELECT p.provider_id, p.status, p.last_error, o.kind, o.not_before, o.context->>
 SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-g';
 ROLLBACK;
 -- A message that went dead goes again, in the same row, once its prospect is set back by hand to
--- connected at that step (the engine itself fails the prospect with it); a message that was done
--- never goes twice.  Rolled back.
+-- connected at that step (the engine itself fails the prospect with it): one refused for good (R1,
+-- a 4xx) with the text rendered now; one whose last attempt's outcome is unknown (R3, a 503) with
+-- the text it had and its check first.  A message that was done never goes twice (R2).  Rolled back.
 BEGIN;
 SELECT sam.create_account('acc-r', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
                           spacing_min => '0', spacing_max => '0')->>'success';
 SELECT (sam.create_campaign('acc-r', 'Again', NULL, '[{"template": "one"}, {"template": "two"}]'))->>'campaign_id' AS rid \gset
-SELECT (sam.add_prospects(:rid, '[{"provider_id": "ACoR1"}, {"provider_id": "ACoR2"}]'))->>'inserted';
+SELECT (sam.add_prospects(:rid, '[{"provider_id": "ACoR1"}, {"provider_id": "ACoR2"}, {"provider_id": "ACoR3"}]'))->>'inserted';
 UPDATE sam.campaigns SET status = 'running' WHERE id = :rid;
-UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interval '2 days',
+UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interval '2 days', chat_id = 'chat-' || provider_id,
                          follow_up_due_at = sam.now() - interval '1 minute'
  WHERE campaign_id = :rid;
 INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
 SELECT (sam._job_process_follow_ups_start(:run_id))->'queued' AS queued;
-UPDATE sam.outbox o SET state = CASE p.provider_id WHEN 'ACoR1' THEN 'dead' ELSE 'done' END, finished_at = sam.now(),
-                        attempts = 5, error = CASE p.provider_id WHEN 'ACoR1' THEN 'gave up after 5 attempts: 503' END
+UPDATE sam.outbox o SET state = CASE p.provider_id WHEN 'ACoR2' THEN 'done' ELSE 'dead' END, finished_at = sam.now(),
+                        attempts = 5, needs_check = p.provider_id = 'ACoR3',
+                        error = CASE p.provider_id WHEN 'ACoR1' THEN 'errors/invalid_recipient'
+                                                   WHEN 'ACoR3' THEN 'gave up after 5 attempts: HTTP 503' END
   FROM sam.prospects p WHERE p.id = o.prospect_id AND p.campaign_id = :rid;
+UPDATE sam.campaigns SET follow_ups = '[{"template": "one, edited"}, {"template": "two"}]' WHERE id = :rid;
 UPDATE sam.prospects SET follow_up_due_at = sam.now() - interval '1 minute' WHERE campaign_id = :rid;
 INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
 SELECT (sam._job_process_follow_ups_start(:run_id))->'queued' AS queued_again;
-SELECT p.provider_id, o.state, o.attempts, o.error, p.follow_up_due_at
+SELECT p.provider_id, o.state, o.attempts, o.needs_check, o.context->>'text' AS text, o.error, p.follow_up_due_at
   FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id
  WHERE p.campaign_id = :rid ORDER BY p.provider_id;
 ROLLBACK;

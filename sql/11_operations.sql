@@ -305,4 +305,11 @@ UPDATE sam.outbox SET state = 'dead', error = 'HTTP 401', error_type = 'http_401
  WHERE idempotency_key = 'fold-4';
 SELECT n.text, n.details->'count' AS count, n.notified_at IS NULL AS pending
   FROM sam.notifications n WHERE n.event = 'delivery_dead' AND n.id > :before_fold ORDER BY n.id;
+-- the same call queued again (its prospect set back by hand) and dead again: a notification of its own
+SELECT (sam.check_pending_notifications())->'notified' AS notified_again;
+UPDATE sam.outbox SET state = 'queued', finished_at = NULL WHERE idempotency_key = 'fold-4';
+SELECT sam.advance_clock('1 minute') IS NOT NULL AS later;
+UPDATE sam.outbox SET state = 'dead', finished_at = sam.now() WHERE idempotency_key = 'fold-4';
+SELECT count(*) AS deaths_of_fold_4_notified FROM sam.notifications n
+ WHERE n.event = 'delivery_dead' AND n.details->'outbox_ids' @> to_jsonb((SELECT id FROM sam.outbox WHERE idempotency_key = 'fold-4'));
 ROLLBACK;
