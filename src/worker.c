@@ -667,6 +667,17 @@ sam_worker_main(Datum main_arg)
 	/* while the served database is being dropped, or is gone, do not connect to it */
 	sam_wait_until_database_usable();
 	BackgroundWorkerInitializeConnection(sam_database_name, NULL, 0);
+
+	/*
+	 * Connected: say so at once, so that DROP DATABASE, which waits for the
+	 * workers it sees, cannot miss this one.
+	 */
+	on_proc_exit(worker_exit, (Datum) 0);
+	SpinLockAcquire(&sam_shared->mutex);
+	sam_shared->workers[sam_worker_number].latch = MyLatch;
+	sam_shared->workers[sam_worker_number].pid = MyProcPid;
+	SpinLockRelease(&sam_shared->mutex);
+
 	if (sam_worker_number == 0)
 		pgstat_report_appname("sam_ext worker");
 	else
@@ -681,12 +692,6 @@ sam_worker_main(Datum main_arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	sam_http_init();
 	load_api_key();
-
-	SpinLockAcquire(&sam_shared->mutex);
-	sam_shared->workers[sam_worker_number].latch = MyLatch;
-	sam_shared->workers[sam_worker_number].pid = MyProcPid;
-	SpinLockRelease(&sam_shared->mutex);
-	on_proc_exit(worker_exit, (Datum) 0);
 
 	if (sam_workers == 1)
 		ereport(LOG,
