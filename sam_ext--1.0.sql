@@ -3892,7 +3892,13 @@ SELECT 'sam_notifications_pending', 'gauge', 'Notifications not yet announced by
        '{}'::jsonb, count(*) FROM sam.notifications WHERE notified_at IS NULL
 UNION ALL
 SELECT 'sam_worker_up', 'gauge', '1 when the sam_ext worker is running',
-       '{}'::jsonb, CASE WHEN sam.worker_pid() IS NULL THEN 0 ELSE 1 END;
+       '{}'::jsonb, CASE WHEN sam.worker_pid() IS NULL THEN 0 ELSE 1 END
+UNION ALL
+SELECT 'sam_workers_ready', 'gauge', 'sam_ext worker processes serving the database, of sam.workers',
+       '{}'::jsonb, count(*) FILTER (WHERE w.ready) FROM sam.workers() w
+UNION ALL
+SELECT 'sam_workers_configured', 'gauge', 'sam.workers: worker processes asked for',
+       '{}'::jsonb, current_setting('sam.workers')::bigint;
 COMMENT ON VIEW sam.metrics IS 'Figures for monitoring (no personal data, no message text): one row per metric and label set';
 
 -- sam.metrics_text: sam.metrics in the Prometheus text format (0.0.4)

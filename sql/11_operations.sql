@@ -273,6 +273,7 @@ SET ROLE sam_monitor;
 SELECT count(*) > 0 AS job_health FROM sam.job_health;
 SELECT count(*) > 0 AS job_runs FROM sam.job_runs;
 SELECT count(*) > 0 AS metrics FROM sam.metrics;
+SELECT metric, value FROM sam.metrics WHERE metric LIKE 'sam_worker%' ORDER BY metric;
 SELECT sam.metrics_text() LIKE '%sam_outbox_calls%' AS metrics_text;
 SELECT count(*) > 0 AS doctor FROM sam.doctor();
 SELECT count(*) >= 0 AS queue_status FROM sam.queue_status;

@@ -34,6 +34,9 @@ is($node->safe_psql('postgres',
 	'sam.worker_pid() is worker 0');
 like($node->safe_psql('postgres', "SELECT detail FROM sam.doctor() WHERE \"check\" = 'worker running' AND ok"),
 	qr/^pids \d+, \d+$/, 'sam.doctor() names both workers');
+is($node->safe_psql('postgres',
+	"SELECT string_agg(metric || '=' || value, ',' ORDER BY metric) FROM sam.metrics WHERE metric LIKE 'sam_workers%'"),
+	'sam_workers_configured=2,sam_workers_ready=2', 'sam.metrics counts them');
 
 sub make_account
 {
