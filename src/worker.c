@@ -60,6 +60,8 @@
 #define SAM_FLUSH_INTERVAL_MS 20
 /* transactions that may record one batch, when rows meet a deadlock or a lock */
 #define SAM_RECORD_ATTEMPTS 3
+/* the pause before the next of them (times the attempt) */
+#define SAM_RECORD_RETRY_MS 100L
 /* how often a job waiting for its calls is looked at */
 #define SAM_JOB_POLL_MS 100
 
@@ -445,8 +447,8 @@ claim_and_start(int max_rows)
  * (another worker recording, a job, a webhook taking the same rows in
  * another order): sam._complete then leaves them in flight, and they are
  * recorded again in a new transaction, once this one has let go of its
- * locks.  The last attempt records them whatever happens (dead, with their
- * outcome to be checked, if they still cannot be).
+ * locks, after a short pause.  The last attempt records them whatever
+ * happens (dead, their outcome to be checked, if they still cannot be).
  */
 static void
 record_results(List *finished)
@@ -542,6 +544,10 @@ record_results(List *finished)
 		ereport(LOG,
 				(errmsg("sam_ext worker records %d results again: they met a deadlock or a lock",
 						n - recorded)));
+		/* a lock held for a while (not a deadlock): give its holder a moment */
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 SAM_RECORD_RETRY_MS * attempt, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
 	}
 
 	foreach(lc, finished)
