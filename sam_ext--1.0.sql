@@ -389,20 +389,24 @@ COMMENT ON COLUMN sam.outbox.request IS 'The call: {"method", "path", "query": {
  * cascade (triggers fire in name order, "RI_ConstraintTrigger_..." first).
  */
 CREATE FUNCTION sam._request_for_account(r jsonb, acc text) RETURNS jsonb
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN jsonb_typeof(x.r2->'form') = 'array'
-                THEN jsonb_set(x.r2, '{form}',
-                               (SELECT coalesce(jsonb_agg(CASE WHEN f->>0 = 'account_id'
-                                                               THEN jsonb_build_array('account_id', acc)
-                                                               ELSE f END ORDER BY n), '[]')
-                                  FROM jsonb_array_elements(x.r2->'form') WITH ORDINALITY e(f, n)))
-                ELSE x.r2 END
-      FROM (SELECT CASE WHEN r1->'query' ? 'account_id' THEN jsonb_set(r1, '{query,account_id}', to_jsonb(acc))
-                        ELSE r1 END AS r2
-              FROM (SELECT CASE WHEN r->'json' ? 'account_id' THEN jsonb_set(r, '{json,account_id}', to_jsonb(acc))
-                                ELSE r END AS r1) y) x
-$$;
+BEGIN
+    IF r->'json' ? 'account_id' THEN
+        r := jsonb_set(r, '{json,account_id}', to_jsonb(acc));
+    END IF;
+    IF r->'query' ? 'account_id' THEN
+        r := jsonb_set(r, '{query,account_id}', to_jsonb(acc));
+    END IF;
+    IF jsonb_typeof(r->'form') = 'array' THEN
+        r := jsonb_set(r, '{form}',
+                       (SELECT coalesce(jsonb_agg(CASE WHEN e.f->>0 = 'account_id'
+                                                       THEN jsonb_build_array('account_id', acc)
+                                                       ELSE e.f END ORDER BY e.n), '[]')
+                          FROM jsonb_array_elements(r->'form') WITH ORDINALITY e(f, n)));
+    END IF;
+    RETURN r;
+END $$;
 
 CREATE FUNCTION sam._account_renamed_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -2383,6 +2387,7 @@ BEGIN
          WHERE o.state = 'failed' AND o.attempts >= current_setting('sam.max_attempts')::integer
         RETURNING o.*
     ), f AS (
+        -- (read below, or it would not run: a SELECT in WITH runs only when read)
         SELECT sam._prospect_failed(d.prospect_id, NULL, format('%s %s', d.kind, d.error)) AS failed
           FROM d WHERE d.prospect_id IS NOT NULL AND d.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message')
     )

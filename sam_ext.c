@@ -168,21 +168,21 @@ _PG_init(void)
 
 	sam_install_utility_hook();
 
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "sam_ext");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "sam_worker_main");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "sam_ext worker");
+	worker.bgw_notify_pid = 0;
 	for (i = 0; i < sam_workers; i++)
 	{
-		memset(&worker, 0, sizeof(worker));
-		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		worker.bgw_restart_time = 1;
-		snprintf(worker.bgw_library_name, BGW_MAXLEN, "sam_ext");
-		snprintf(worker.bgw_function_name, BGW_MAXLEN, "sam_worker_main");
 		if (i == 0)
 			snprintf(worker.bgw_name, BGW_MAXLEN, "sam_ext worker");
 		else
 			snprintf(worker.bgw_name, BGW_MAXLEN, "sam_ext worker %d", i);
-		snprintf(worker.bgw_type, BGW_MAXLEN, "sam_ext worker");
 		worker.bgw_main_arg = Int32GetDatum(i);
-		worker.bgw_notify_pid = 0;
 		RegisterBackgroundWorker(&worker);
 	}
 }
