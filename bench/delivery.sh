@@ -32,6 +32,9 @@
 #     PGSS=1       prints the statements that took the most time in each worker run
 #     PERF_OUT=/tmp/w.perf  records the worker with perf during each worker
 #                  run (perf report -i /tmp/w.perf.CONC.BATCH.WORKERS)
+#     PERF_ARGS="-F 499 --call-graph dwarf,16384"  perf record's options (default
+#                  "-F 999 -g"; libcurl and libc have no frame pointers, so only
+#                  dwarf call graphs attribute their time to a caller)
 #     SYSCALLS=1   prints the worker's system calls per call of each worker run
 #                  (perf stat of its sendto, recvfrom, poll, epoll and write tracepoints)
 #
@@ -79,7 +82,7 @@ worker_run() {
 	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
 	c0=$(cpu_s "$wpid")
 	if [ -n "${PERF_OUT:-}" ]; then
-		perf record -F 999 -g -o "$PERF_OUT.$conc.$batch.$workers" -p "$wpid" >/dev/null 2>&1 &
+		perf record ${PERF_ARGS:--F 999 -g} -o "$PERF_OUT.$conc.$batch.$workers" -p "$wpid" >/dev/null 2>&1 &
 		perf_pid=$!
 	fi
 	if [ -n "${SYSCALLS:-}" ]; then

@@ -216,6 +216,26 @@ crash_case('SIGKILL after the answers, before they are recorded', { delay_ms => 
 	eval { $holder->quit; };
 });
 
+# ---- an immediate shutdown just after the answers were recorded ----------------------------
+# The record does not wait for the WAL flush: it may be lost.  Lost or not, each invitation ends
+# done, accepted once (a lost record leaves its call in flight: checked, never sent again).
+{
+	$case++;
+	my $acct = "acc-norecord";
+	make_account($acct);
+	my ($cid, @ids) = make_campaign($acct, 'NOREC', 5);
+	$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+	poll_until_ok($node, "SELECT count(*) = 5 FROM sam.outbox WHERE account_id = '$acct' AND state = 'done'",
+		'just recorded: five answers recorded');
+	$node->stop('immediate');
+	$node->start;
+	settle($acct, 'just recorded');
+	check_invitations('just recorded', $acct, $cid, 'done', @ids);
+	my $posts = posts_of($acct, qr{^/api/v1/users/invite$});
+	is(join(',', map { scalar @{ $posts->{$_} // [] } } @ids), '1,1,1,1,1',
+		'just recorded: each invitation reached the mock once');
+}
+
 # ---- immediate shutdown with work queued and in flight -------------------------------------
 {
 	$case++;
