@@ -7,7 +7,9 @@
 #     batches of BATCH, by pgbench, one claim and one record per transaction
 #     as the worker does.  Prints the microseconds a call of each statement
 #     and of the two together, per run and the median, and how many of the
-#     outbox's updates were HOT.
+#     outbox's updates were HOT; before each run, the time of each of a new
+#     session's first six claims (rolled back): the plans a worker makes
+#     after it starts.
 #
 #     The worker is pointed at another database (template1), so that it
 #     claims nothing: what is timed is the SQL alone, in one session.
@@ -52,6 +54,11 @@ results="$BENCH_DIR/results"
 : >"$results"
 for r in $(seq "$runs"); do
 	bench_queue_invitations "$n" "sam.now() - interval '1 minute'"
+	# a new session's first claims (the plans a worker makes after it starts), rolled back
+	probe=(-c '\timing on' -c BEGIN)
+	for _ in 1 2 3 4 5 6; do probe+=(-c "SELECT count(*) FROM sam._claim_requests($batch)"); done
+	first=$(q "${probe[@]}" -c ROLLBACK | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sed -n '2,7p' | awk '{ printf "%.1f ", $1 }')
+	echo "     first claims of a new session: $first(ms each)"
 	read -r u0 h0 <<<"$(q -F ' ' -c "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'sam.outbox'::regclass")"
 	out=$(pgbench -h "$BENCH_DIR" -p "$BENCH_PGPORT" -U postgres -n -r -D b="$batch" -t $((n / batch)) -c 1 -f "$script" postgres 2>&1) ||
 		{ echo "$out" >&2; exit 1; }
