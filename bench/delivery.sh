@@ -19,6 +19,9 @@
 #     and batch size; the cluster restarts when it changes).  Each
 #     measurement is repeated RUNS times; the summary gives medians and the
 #     worker's rate as a share of curl_multi's, both measured in the same run.
+#     Below each worker line: the CPU a call of the mock and of the cluster's
+#     background processes, and how busy the whole machine was (cores) while
+#     the worker drained the queue: where the cores went.
 #
 #     N            invitations per worker run (default 100000)
 #     RUNS=3       repetitions
@@ -72,14 +75,30 @@ cpu_s() {
 		awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { print s / hz }'
 }
 
+# busy_s: CPU seconds the whole machine has spent busy so far (all cores; /proc/stat)
+busy_s() {
+	awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { print ($2 + $3 + $4 + $7 + $8 + $9) / hz; exit }' /proc/stat
+}
+
+# others_pids: the cluster's long-lived processes other than the workers (the postmaster,
+# checkpointer, WAL writer, pg_cron's launcher...; comma-separated).  Short-lived ones
+# (autovacuum workers, the benchmark's own sessions) only show in the machine's busy time.
+others_pids() {
+	local pm
+	pm=$(head -1 "$BENCH_DIR/data/postmaster.pid")
+	{ echo "$pm"; pgrep -P "$pm"; } | grep -vxF -f <(tr ',' '\n' <<<"$wpid") | paste -sd,
+}
+
 # worker_run CONC BATCH: queue N invitations (not yet due), release them in
 # one commit, wait until none is queued or in flight; prints
-# "seconds calls/s errors worker_cpu_us_per_call"
+# "seconds calls/s errors worker_cpu_us_per_call mock_cpu_us_per_call
+#  others_cpu_us_per_call machine_busy_cores"
 worker_run() {
-	local conc=$1 batch=$2 start end c0 c1
+	local conc=$1 batch=$2 start end c0 c1 m0 m1 o0 o1 b0 b1 t0 t1 opids
 	bench_set sam.max_concurrency "$conc" sam.batch_size "$batch"
 	bench_queue_invitations "$n" "sam.now() + interval '1 day'"
 	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
+	opids=$(others_pids)
 	c0=$(cpu_s "$wpid")
 	if [ -n "${PERF_OUT:-}" ]; then
 		perf record ${PERF_ARGS:--F 999 -g} -o "$PERF_OUT.$conc.$batch.$workers" -p "$wpid" >/dev/null 2>&1 &
@@ -99,6 +118,11 @@ worker_run() {
 	start=$(q -c "BEGIN" -c "UPDATE sam.outbox SET not_before = sam.now()" \
 	          -c "$([ -n "${STALE_STATS:-}" ] && echo "SET LOCAL work_mem = '4MB'" || echo "ANALYZE sam.outbox, sam.prospects")" \
 	          -c "SELECT extract(epoch FROM clock_timestamp())" -c "COMMIT")
+	# the others from here on: the release's own backend (its UPDATE and ANALYZE) is not theirs
+	m0=$(cpu_s "$BENCH_MOCK_PID")
+	o0=$(cpu_s "$opids")
+	b0=$(busy_s)
+	t0=$(date +%s.%N)
 	# First the mock's count of requests (a GET to the mock, nothing for the database), until
 	# it reaches N or stops moving for a second (retries, errors); only then the outbox, which
 	# has at most the last batch in flight by then.  Polling the outbox all along cost ~0.1 s
@@ -122,6 +146,10 @@ worker_run() {
 	done
 	end=$(q -c "SELECT extract(epoch FROM max(finished_at)) FROM sam.outbox")
 	c1=$(cpu_s "$wpid")
+	m1=$(cpu_s "$BENCH_MOCK_PID")
+	o1=$(cpu_s "$opids")
+	b1=$(busy_s)
+	t1=$(date +%s.%N)
 	if [ -n "${PERF_OUT:-}" ]; then
 		kill -INT "$perf_pid"
 		wait "$perf_pid" || true
@@ -134,7 +162,9 @@ worker_run() {
 	fi
 	errors=$(q -c "SELECT count(*) FROM sam.outbox WHERE state <> 'done'")
 	awk -v s="$start" -v e="$end" -v n="$n" -v err="$errors" -v c0="$c0" -v c1="$c1" \
-		'BEGIN { printf "%.3f %.0f %d %.0f\n", e - s, n / (e - s), err, (c1 - c0) * 1e6 / n }'
+		-v m0="$m0" -v m1="$m1" -v o0="$o0" -v o1="$o1" -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" \
+		'BEGIN { printf "%.3f %.0f %d %.0f %.0f %.0f %.2f\n", e - s, n / (e - s), err, (c1 - c0) * 1e6 / n,
+		         (m1 - m0) * 1e6 / n, (o1 - o0) * 1e6 / n, (b1 - b0) / (t1 - t0) }'
 }
 
 bench_machine
@@ -177,9 +207,10 @@ for r in $(seq "$runs"); do
 			workers=$nw
 		fi
 		curl -s -X POST "$mock_url/_mock/reset" >/dev/null
-		read -r secs rate errs cpu <<<"$(worker_run "$conc" "$batch")"
+		read -r secs rate errs cpu mcpu ocpu busy <<<"$(worker_run "$conc" "$batch")"
 		printf '%-4s %-12s %10s %10s %8s %10s %8.2f %6s\n' "$r" "worker $c" "$rate" "$secs" "$errs" "$cpu" \
 			"$(echo "$rate $cm_rate" | awk '{print $1 / $2}')" "$(bench_load)"
+		echo "     cpu µs a call: mock $mcpu, the cluster's background processes $ocpu; machine busy $busy of $(nproc) cores"
 		bench_top_statements | sed 's/^/    /'
 		echo "$r worker_$c $rate $(echo "$rate $cm_rate" | awk '{print $1 / $2}') $errs" >>"$res"
 	done
