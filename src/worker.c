@@ -395,6 +395,15 @@ claim_and_start(int max_rows)
 	args[0] = Int32GetDatum(max_rows);
 	args[1] = Int32GetDatum(sam_worker_number);
 	sam_begin_tx("sam_ext: claiming outbox rows");
+
+	/*
+	 * The claim reaches the disk before any call goes out, whatever the
+	 * server's or the database's synchronous_commit: a claim lost in a crash
+	 * would leave its rows queued, to be sent again without a check.
+	 */
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		(void) set_config_option("synchronous_commit", "local", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	ret = SPI_execute_with_args("SELECT id, request, fresh_connection "
 								"FROM sam._claim_requests($1, $2)",
 								2, argtypes, args, NULL, false, 0);
@@ -455,7 +464,12 @@ record_results(List *finished)
 {
 	int			n = list_length(finished);
 	int			attempt;
+	bool		any_message = false;
 	ListCell   *lc;
+
+	/* messages and notifications are the requests on a connection of their own */
+	foreach(lc, finished)
+		any_message |= ((SamHttpRequest *) lfirst(lc))->fresh_connection;
 
 	for (attempt = 1;; attempt++)
 	{
@@ -480,17 +494,22 @@ record_results(List *finished)
 		sam_begin_tx("sam_ext: recording Unipile results");
 
 		/*
-		 * The record does not wait for its WAL to reach the disk (the claim
-		 * does: a lost claim would send again).  A crash can lose the last
-		 * records, up to three wal_writer_delay; their rows are then in
-		 * flight again, and the worker checks their outcome with Unipile
-		 * before anything is sent, as for any call in flight at a crash.
-		 * The next claim's commit flushes them anyway, so the worker waits
-		 * for one flush a cycle instead of two (bench/delivery.sh: +4-8%
-		 * calls/s with two workers).
+		 * A record of invitations, reads and the like does not wait for its
+		 * WAL to reach the disk (the claim does: a lost claim would send
+		 * again).  A crash can lose the last such records, up to three
+		 * wal_writer_delay; their rows are then in flight again, and the
+		 * worker checks their outcome with Unipile before anything is sent,
+		 * as for any call in flight at a crash.  The next claim that takes
+		 * rows flushes them anyway, so the worker waits for one flush a
+		 * cycle instead of two (bench/delivery.sh: +4-11% calls/s with two
+		 * workers).  A record that holds the answer to a message (or a
+		 * notification) waits: a first message's answer names the chat, the
+		 * only way to check it later, and a message must not be left to a
+		 * check that cannot be made.
 		 */
-		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
+		if (!any_message)
+			(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
 
 		/*
 		 * Allocated in SPI's context, freed by SPI_finish: outside a
