@@ -1448,8 +1448,12 @@ BEGIN
     END IF;
 
     -- the re-checks below, in one pass that finds nothing in the common case (a superset of
-    -- their conditions: when it finds something, each of them runs as written)
-    IF EXISTS (SELECT 1 FROM sam.outbox o LEFT JOIN sam.prospects p ON p.id = o.prospect_id
+    -- their conditions: when it finds something, each of them runs as written); OFFSET 0 keeps
+    -- each prospect a probe of its primary key (a session's first plans, made for the batch's
+    -- size, hashed the batch and read every prospect: 3.5 ms a claim at 50,000 prospects)
+    IF EXISTS (SELECT 1 FROM sam.outbox o
+                LEFT JOIN LATERAL (SELECT x.id, x.status, x.follow_up_sequence_index FROM sam.prospects x
+                                    WHERE x.id = o.prospect_id OFFSET 0) p ON true
                 WHERE o.id = ANY (ids)
                   AND (o.needs_check
                        OR (o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message') AND p.id IS NULL)
