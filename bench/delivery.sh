@@ -81,12 +81,13 @@ busy_s() {
 }
 
 # others_pids: the cluster's long-lived processes other than the workers (the postmaster,
-# checkpointer, WAL writer, pg_cron's launcher...; comma-separated).  Short-lived ones
+# checkpointer, background writer, WAL writer, launchers; comma-separated).  Short-lived ones
 # (autovacuum workers, the benchmark's own sessions) only show in the machine's busy time.
 others_pids() {
-	local pm
-	pm=$(head -1 "$BENCH_DIR/data/postmaster.pid")
-	{ echo "$pm"; pgrep -P "$pm"; } | grep -vxF -f <(tr ',' '\n' <<<"$wpid") | paste -sd,
+	q -c "SELECT string_agg(pid::text, ',') FROM (SELECT pg_postmaster_pid() AS pid UNION ALL
+	      SELECT pid FROM pg_stat_get_activity(NULL)
+	       WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter', 'autovacuum launcher',
+	                              'logical replication launcher', 'pg_cron launcher')) s"
 }
 
 # worker_run CONC BATCH: queue N invitations (not yet due), release them in
@@ -127,14 +128,16 @@ worker_run() {
 	# it reaches N or stops moving for a second (retries, errors); only then the outbox, which
 	# has at most the last batch in flight by then.  Polling the outbox all along cost ~0.1 s
 	# of a core a poll at 100,000 rows, taken from the 2 cores the worker and the mock share.
+	# (a count that stays 0 for 30 s, or stops moving for 1 s once started, ends the wait too)
 	prev=-1 still=0
 	while :; do
-		got=$(curl -sf "$mock_url/_mock/stats" | grep -o '"requests": *[0-9]*' | grep -o '[0-9]*$' || true)
+		got=$(curl -sf --max-time 5 "$mock_url/_mock/stats" | grep -o '"requests": *[0-9]*' | grep -o '[0-9]*$' || true)
 		got=${got:-0}
 		[ "$got" -ge "$n" ] && break
 		if [ "$got" = "$prev" ]; then
 			still=$((still + 1))
-			[ "$still" -ge 10 ] && break
+			[ "$got" -gt 0 ] && [ "$still" -ge 10 ] && break
+			[ "$still" -ge 300 ] && break
 		else
 			still=0
 		fi
