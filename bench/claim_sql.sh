@@ -54,7 +54,8 @@ results="$BENCH_DIR/results"
 : >"$results"
 for r in $(seq "$runs"); do
 	bench_queue_invitations "$n" "sam.now() - interval '1 minute'"
-	# a new session's first claims (the plans a worker makes after it starts), rolled back
+	# a new session's first claims (the plans a worker makes after it starts), rolled back; in one
+	# transaction, so each also passes the rows the earlier ones took (a worker commits each)
 	probe=(-c '\timing on' -c BEGIN)
 	for _ in 1 2 3 4 5 6; do probe+=(-c "SELECT count(*) FROM sam._claim_requests($batch)"); done
 	first=$(q "${probe[@]}" -c ROLLBACK | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sed -n '2,7p' | awk '{ printf "%.1f ", $1 }')
