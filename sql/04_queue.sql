@@ -170,3 +170,4 @@ SELECT seq_scan AS outbox_seq_scans, idx_scan > 0 AS used_an_index
 ROLLBACK;
 DELETE FROM sam.outbox WHERE account_id = 'acc-plan';
 DELETE FROM sam.accounts WHERE account_id = 'acc-plan';
+ANALYZE sam.outbox;
