@@ -211,6 +211,8 @@ for r in $(seq "$runs"); do
 		fi
 		curl -s -X POST "$mock_url/_mock/reset" >/dev/null
 		read -r secs rate errs cpu mcpu ocpu busy <<<"$(worker_run "$conc" "$batch")"
+		# set -e does not reach inside $(...): a run that failed prints less than its seven fields
+		[ -n "$busy" ] || { echo "bench: the worker run $c failed" >&2; exit 1; }
 		printf '%-4s %-12s %10s %10s %8s %10s %8.2f %6s\n' "$r" "worker $c" "$rate" "$secs" "$errs" "$cpu" \
 			"$(echo "$rate $cm_rate" | awk '{print $1 / $2}')" "$(bench_load)"
 		echo "     cpu µs a call: mock $mcpu, the cluster's background processes $ocpu; machine busy $busy of $(nproc) cores"
