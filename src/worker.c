@@ -451,6 +451,76 @@ claim_and_start(int max_rows)
 }
 
 /*
+ * complete_args fills args[0..4] of sam._complete from the finished
+ * requests: ids, statuses, bodies (NULL when none, or when not storable as
+ * text: the reason becomes the error), errors and durations.
+ */
+static void
+complete_args(List *finished, Datum *args)
+{
+	int			n = list_length(finished);
+	Datum	   *ids;
+	Datum	   *statuses;
+	Datum	   *bodies;
+	bool	   *body_nulls;
+	Datum	   *errors;
+	bool	   *error_nulls;
+	Datum	   *elapsed;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			i = 0;
+	ListCell   *lc;
+
+	/*
+	 * Called in the record's transaction: allocated in SPI's context, freed
+	 * by SPI_finish (outside a transaction the current context is
+	 * TopMemoryContext, where they would stay for good: about 45 bytes a
+	 * request, 45 MB a million).
+	 */
+	ids = palloc(sizeof(Datum) * n);
+	statuses = palloc(sizeof(Datum) * n);
+	bodies = palloc(sizeof(Datum) * n);
+	body_nulls = palloc(sizeof(bool) * n);
+	errors = palloc(sizeof(Datum) * n);
+	error_nulls = palloc(sizeof(bool) * n);
+	elapsed = palloc(sizeof(Datum) * n);
+	foreach(lc, finished)
+	{
+		SamHttpRequest *req = lfirst(lc);
+		const char *err = req->error;
+
+		ids[i] = Int64GetDatum(req->id);
+		statuses[i] = Int32GetDatum((int32) req->status);
+		body_nulls[i] = true;
+		bodies[i] = (Datum) 0;
+		if (req->response.data && req->response.len > 0)
+		{
+			if (memchr(req->response.data, '\0', req->response.len) != NULL)
+				err = err ? err : "response contains NUL bytes";
+			else if (!pg_verifymbstr(req->response.data, req->response.len, true))
+				err = err ? err : "response is not valid UTF-8";
+			else
+			{
+				bodies[i] = PointerGetDatum(cstring_to_text_with_len(req->response.data,
+																	 req->response.len));
+				body_nulls[i] = false;
+			}
+		}
+		error_nulls[i] = (err == NULL);
+		errors[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
+		elapsed[i] = Float8GetDatum(req->elapsed_ms);
+		i++;
+	}
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs,
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
+												 TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(elapsed, n, FLOAT8OID, 8, true, TYPALIGN_DOUBLE));
+}
+
+/*
  * record_results records finished requests with sam._complete and frees
  * them.  One transaction, unless some results meet a deadlock or a lock
  * (another worker recording, a job, a webhook taking the same rows in
@@ -474,19 +544,9 @@ record_results(List *finished)
 	for (attempt = 1;; attempt++)
 	{
 		bool		last = (attempt >= SAM_RECORD_ATTEMPTS);
-		Datum	   *ids;
-		Datum	   *statuses;
-		Datum	   *bodies;
-		bool	   *body_nulls;
-		Datum	   *errors;
-		bool	   *error_nulls;
-		Datum	   *elapsed;
-		int			dims[1] = {n};
-		int			lbs[1] = {1};
 		Oid			argtypes[6] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
 			TEXTARRAYOID, FLOAT8ARRAYOID, BOOLOID};
 		Datum		args[6];
-		int			i = 0;
 		int			ret;
 		int			recorded = n;
 		bool		isnull;
@@ -511,52 +571,7 @@ record_results(List *finished)
 			(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
 									 GUC_ACTION_LOCAL, true, 0, false);
 
-		/*
-		 * Allocated in SPI's context, freed by SPI_finish: outside a
-		 * transaction the current context is TopMemoryContext, where they
-		 * would stay for good (about 45 bytes a request, 45 MB a million).
-		 */
-		ids = palloc(sizeof(Datum) * n);
-		statuses = palloc(sizeof(Datum) * n);
-		bodies = palloc(sizeof(Datum) * n);
-		body_nulls = palloc(sizeof(bool) * n);
-		errors = palloc(sizeof(Datum) * n);
-		error_nulls = palloc(sizeof(bool) * n);
-		elapsed = palloc(sizeof(Datum) * n);
-		foreach(lc, finished)
-		{
-			SamHttpRequest *req = lfirst(lc);
-			const char *err = req->error;
-
-			ids[i] = Int64GetDatum(req->id);
-			statuses[i] = Int32GetDatum((int32) req->status);
-			body_nulls[i] = true;
-			bodies[i] = (Datum) 0;
-			if (req->response.data && req->response.len > 0)
-			{
-				if (memchr(req->response.data, '\0', req->response.len) != NULL)
-					err = err ? err : "response contains NUL bytes";
-				else if (!pg_verifymbstr(req->response.data, req->response.len, true))
-					err = err ? err : "response is not valid UTF-8";
-				else
-				{
-					bodies[i] = PointerGetDatum(cstring_to_text_with_len(req->response.data,
-																		 req->response.len));
-					body_nulls[i] = false;
-				}
-			}
-			error_nulls[i] = (err == NULL);
-			errors[i] = err ? CStringGetTextDatum(err) : (Datum) 0;
-			elapsed[i] = Float8GetDatum(req->elapsed_ms);
-			i++;
-		}
-		args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
-		args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
-		args[2] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs,
-													 TEXTOID, -1, false, TYPALIGN_INT));
-		args[3] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
-													 TEXTOID, -1, false, TYPALIGN_INT));
-		args[4] = PointerGetDatum(construct_array(elapsed, n, FLOAT8OID, 8, true, TYPALIGN_DOUBLE));
+		complete_args(finished, args);
 		args[5] = BoolGetDatum(!last);
 		ret = SPI_execute_with_args("SELECT sam._complete($1, $2, $3, $4, $5, $6)",
 									6, argtypes, args, NULL, false, 0);
@@ -716,15 +731,8 @@ sam_worker_main(Datum main_arg)
 	sam_shared->workers[sam_worker_number].pid = MyProcPid;
 	SpinLockRelease(&sam_shared->mutex);
 
-	if (sam_worker_number == 0)
-		pgstat_report_appname("sam_ext worker");
-	else
-	{
-		char		name[NAMEDATALEN];
-
-		snprintf(name, sizeof(name), "sam_ext worker %d", sam_worker_number);
-		pgstat_report_appname(name);
-	}
+	/* the name _PG_init registered it under: "sam_ext worker", "sam_ext worker 1"... */
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
 
 	requests_cxt = AllocSetContextCreate(TopMemoryContext, "sam_ext requests",
 										 ALLOCSET_DEFAULT_SIZES);
