@@ -84,10 +84,13 @@ busy_s() {
 # checkpointer, background writer, WAL writer, launchers; comma-separated).  Short-lived ones
 # (autovacuum workers, the benchmark's own sessions) only show in the machine's busy time.
 others_pids() {
-	q -c "SELECT string_agg(pid::text, ',') FROM (SELECT pg_postmaster_pid() AS pid UNION ALL
-	      SELECT pid FROM pg_stat_get_activity(NULL)
-	       WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter', 'autovacuum launcher',
-	                              'logical replication launcher', 'pg_cron launcher')) s"
+	local pm others
+	pm=$(head -n 1 "$BENCH_DIR/data/postmaster.pid")
+	others=$(q -c "SELECT string_agg(pid::text, ',') FROM pg_stat_get_activity(NULL)
+	               WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter', 'autovacuum launcher',
+	                                      'logical replication launcher', 'pg_cron launcher')")
+	[ -n "$pm" ] && [ -n "$others" ] || { echo "bench: the cluster's background processes not found" >&2; exit 1; }
+	echo "$pm,$others"
 }
 
 # worker_run CONC BATCH: queue N invitations (not yet due), release them in
@@ -99,7 +102,7 @@ worker_run() {
 	bench_set sam.max_concurrency "$conc" sam.batch_size "$batch"
 	bench_queue_invitations "$n" "sam.now() + interval '1 day'"
 	[ -z "${PGSS:-}" ] || q -c "SELECT pg_stat_statements_reset()" >/dev/null
-	opids=$(others_pids)
+	opids=$(others_pids) || return 1
 	c0=$(cpu_s "$wpid")
 	if [ -n "${PERF_OUT:-}" ]; then
 		perf record ${PERF_ARGS:--F 999 -g} -o "$PERF_OUT.$conc.$batch.$workers" -p "$wpid" >/dev/null 2>&1 &
