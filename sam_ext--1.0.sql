@@ -963,6 +963,8 @@ DECLARE
     dups jsonb;
     bad jsonb;
     refused jsonb;
+    -- the identity's sequence, whatever it is named
+    seq regclass := pg_get_serial_sequence('sam.prospects', 'id')::regclass;
 BEGIN
     IF prospects IS NULL OR jsonb_typeof(prospects) <> 'array' THEN
         PERFORM sam._invalid('prospects', 'must be a JSON array of prospect objects');
@@ -979,6 +981,13 @@ BEGIN
     -- taken before the refusal checks: an erasure (SHARE ROW EXCLUSIVE) either
     -- finished, and its suppression is seen below, or waits for this import
     LOCK TABLE sam.prospects IN ROW EXCLUSIVE MODE;
+    /*
+     * One import at a time per account, until its transaction ends: two
+     * transactions importing the same people in different orders would each
+     * wait, on the account's unique keys, for a person the other inserted
+     * (specs/import_deadlock.spec).  Other accounts' imports do not wait.
+     */
+    PERFORM pg_advisory_xact_lock(hashtext('sam_ext.import'), hashtext(c.account_id));
     -- with no erasure and no do-not-contact entry, no item is looked up in them (15 us an item)
     screening := EXISTS (SELECT 1 FROM sam.suppressions) OR EXISTS (SELECT 1 FROM sam.do_not_contact);
     /*
@@ -1013,7 +1022,7 @@ BEGIN
           FROM items i
     ),
     cand AS MATERIALIZED (
-        SELECT s.idx, s.n, nextval('sam.prospects_id_seq') AS id
+        SELECT s.idx, s.n, nextval(seq) AS id
           FROM (SELECT k.idx, k.n FROM checked k WHERE NOT k.n ? 'error' AND k.why IS NULL ORDER BY k.idx) s
     ),
     ins AS (
