@@ -16,6 +16,11 @@ SELECT sam.render_template('Hi 👋 {first_name}', '{"first_name": "José 🚀"}
 SELECT sam.render_template('Hi {first_name}', '{"first_name": "{company} %s %n ''; DROP TABLE x; --"}');
 SELECT sam.render_template('', '{}');
 SELECT sam.render_template('no variables', NULL);
+-- a NULL template and variables that are not an object are errors (a NULL template crashed the server)
+SELECT sam.render_template(NULL, '{}');
+SELECT sam.render_template(NULL, NULL);
+SELECT sam.render_template('Hi {x|there}', '[1]');
+SELECT sam.render_template('Hi {x|there}', '"x"');
 -- errors name the problem and its position
 SELECT sam.render_template('Hi {first_name}', '{}');
 SELECT sam.render_template('Hi {first_name', '{}');

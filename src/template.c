@@ -274,12 +274,23 @@ try_render_result(StringInfo out, const char *error)
 Datum
 sam_render_template(PG_FUNCTION_ARGS)
 {
-	text	   *tmpl = PG_GETARG_TEXT_PP(0);
+	text	   *tmpl;
 	Jsonb	   *vars = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
 	StringInfoData out;
 	char	   *missing;
 	char	   *error;
 
+	/* not STRICT: a NULL template is a mistake to name, not a NULL to pass on */
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid template: must not be null")));
+	if (vars != NULL && !JB_ROOT_IS_OBJECT(vars))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid vars: must be a JSON object"),
+				 errhint("Pass the variables as {\"first_name\": \"Ada\", ...}.")));
+	tmpl = PG_GETARG_TEXT_PP(0);
 	error = render(tmpl, vars, false, &out, &missing);
 	if (error != NULL)
 		ereport(ERROR,
