@@ -69,6 +69,33 @@ COMMENT ON FUNCTION sam.template_variables(text) IS 'Parses a template: its vari
 CREATE FUNCTION sam._url_encode(text) RETURNS text
 LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_url_encode';
 
+/*
+ * sam._url_decode: the text with its %XX sequences decoded as UTF-8 (a
+ * profile URL names https://www.linkedin.com/in/jos%C3%A9-p/ the person
+ * whose public identifier is josé-p); NULL when the bytes are not valid
+ * UTF-8 or not representable in the database's encoding.  Text without a %
+ * is returned as it is, with no subtransaction.
+ */
+CREATE FUNCTION sam._url_decode(s text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b bytea;
+BEGIN
+    IF position('%' IN s) = 0 THEN
+        RETURN s;
+    END IF;
+    SELECT string_agg(CASE WHEN t.m[1] IS NOT NULL THEN decode(substr(t.m[1], 2), 'hex')
+                           ELSE convert_to(t.m[2], 'UTF8') END, ''::bytea ORDER BY t.n)
+      INTO b
+      FROM regexp_matches(s, '(%[0-9A-Fa-f]{2})|([^%]+|%)', 'g') WITH ORDINALITY t(m, n);
+    BEGIN
+        RETURN convert_from(b, 'UTF8');
+    EXCEPTION WHEN character_not_in_repertoire OR untranslatable_character THEN
+        RETURN NULL;
+    END;
+END $$;
+
 CREATE FUNCTION sam.set_clock(t timestamptz, frozen boolean DEFAULT false) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -902,7 +929,10 @@ BEGIN
         END LOOP;
     END IF;
     pid := nullif(btrim(item->>'provider_id'), '');
-    pub := nullif(lower(btrim(item->>'public_identifier')), '');
+    pub := nullif(lower(sam._url_decode(btrim(item->>'public_identifier'))), '');
+    IF pub IS NULL AND nullif(btrim(item->>'public_identifier'), '') IS NOT NULL THEN
+        RETURN jsonb_build_object('error', 'invalid public_identifier: its percent-encoding is not UTF-8');
+    END IF;
     url := nullif(btrim(item->>'profile_url'), '');
     IF pid IS NOT NULL AND pid !~ '^[A-Za-z0-9_-]{4,200}$' THEN
         RETURN jsonb_build_object('error', 'invalid provider_id: must be a LinkedIn provider id such as ACoAA...');
@@ -912,10 +942,15 @@ BEGIN
         IF m IS NULL THEN
             RETURN jsonb_build_object('error', 'invalid profile_url: must look like https://www.linkedin.com/in/<public-identifier>/');
         END IF;
-        IF pub IS NOT NULL AND pub <> lower(m[1]) THEN
+        -- (percent-decoded: the URL of josé-p is .../in/jos%C3%A9-p/)
+        m[1] := lower(sam._url_decode(m[1]));
+        IF m[1] IS NULL THEN
+            RETURN jsonb_build_object('error', 'invalid profile_url: its percent-encoding is not UTF-8');
+        END IF;
+        IF pub IS NOT NULL AND pub <> m[1] THEN
             RETURN jsonb_build_object('error', 'invalid profile_url: names another person than public_identifier');
         END IF;
-        pub := lower(m[1]);
+        pub := m[1];
     END IF;
     IF pub IS NOT NULL AND pub !~ '^[^/?#\s]{1,200}$' THEN
         RETURN jsonb_build_object('error', 'invalid public_identifier: must be the part after linkedin.com/in/');
@@ -2097,7 +2132,7 @@ BEGIN
         SELECT * INTO pr FROM sam.prospects x
          WHERE x.account_id = e.account_id
            AND (x.provider_id = p->>'user_provider_id'
-                OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(p->>'user_public_identifier')))
+                OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(sam._url_decode(p->>'user_public_identifier'))))
          ORDER BY (x.provider_id = p->>'user_provider_id') DESC NULLS LAST
          LIMIT 1 FOR UPDATE;
         IF NOT FOUND THEN
@@ -2710,7 +2745,7 @@ BEGIN
         FOR pr IN SELECT x.id FROM sam.prospects x
                    WHERE x.account_id = o.account_id AND x.status = 'connection_request_sent'
                      AND (x.provider_id = item->>'member_id'
-                          OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(item->>'public_identifier')))
+                          OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(sam._url_decode(item->>'public_identifier'))))
         LOOP
             IF sam._prospect_connected(pr.id, coalesce(to_timestamp((item->>'created_at')::numeric / 1000), sam.now()),
                                        'relations') THEN
@@ -3730,13 +3765,41 @@ BEGIN
         IF m IS NULL THEN
             PERFORM sam._invalid('identifier', 'must look like https://www.linkedin.com/in/<public-identifier>/');
         END IF;
-        RETURN jsonb_build_object('kind', 'public_identifier', 'value', lower(m[1]));
+        x := lower(sam._url_decode(m[1]));
+        IF x IS NULL OR x !~ '^[^/?#\s]{1,200}$' THEN
+            PERFORM sam._invalid('identifier', 'its percent-encoding is not that of a public identifier');
+        END IF;
+        RETURN jsonb_build_object('kind', 'public_identifier', 'value', x);
+    END IF;
+    x := sam._url_decode(x);
+    IF x IS NULL THEN
+        PERFORM sam._invalid('identifier', 'its percent-encoding is not UTF-8');
     END IF;
     IF x !~ '^[^/?#\s]{1,200}$' THEN
         PERFORM sam._invalid('identifier', 'must be a provider id, a public identifier or a profile URL');
     END IF;
     RETURN jsonb_build_object('kind', 'any', 'value', x);
 END $$;
+
+/*
+ * sam._names_person: whether a JSON document (a webhook, a call's answer)
+ * names one of the person's keys (provider id, public identifier, chat id):
+ * a string value equal to one, ignoring case, or a LinkedIn profile URL of
+ * one.  Whole values only: an erasure of "john" must not remove the events
+ * of johnson, nor those of a message whose text says "john".
+ */
+CREATE FUNCTION sam._names_person(doc jsonb, keys text[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1
+          FROM jsonb_path_query(doc, 'strict $.** ? (@.type() == "string")') s(v)
+         CROSS JOIN LATERAL (SELECT lower(s.v #>> '{}') AS t) x
+         WHERE x.t = ANY (SELECT lower(k) FROM unnest(keys) k)
+            OR (x.t LIKE '%linkedin.com/in/%'
+                AND lower(sam._url_decode(substring(x.t FROM 'linkedin\.com/in/([^/?#\s]+)')))
+                    = ANY (SELECT lower(k) FROM unnest(keys) k)))
+$$;
 
 CREATE FUNCTION sam.erase_person(identifier text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -3772,13 +3835,11 @@ BEGIN
         OR (o.kind = 'notify' AND (o.context->>'notification_id')::bigint IN
               (SELECT x.id FROM sam.notifications x WHERE x.prospect_id = ANY (ids)));
     GET DIAGNOSTICS n_outbox = ROW_COUNT;
-    -- other calls whose bodies name them (pages of relations)
+    -- other calls whose bodies name them (pages of relations), and the webhooks that do
     UPDATE sam.outbox o SET response = NULL, bodies_removed_at = sam.now()
-     WHERE o.response IS NOT NULL
-       AND EXISTS (SELECT 1 FROM unnest(keys || chats) k WHERE position(k IN o.response::text) > 0);
+     WHERE o.response IS NOT NULL AND sam._names_person(o.response, keys || chats);
     GET DIAGNOSTICS n_scrubbed = ROW_COUNT;
-    DELETE FROM sam.webhook_events w
-     WHERE EXISTS (SELECT 1 FROM unnest(keys || chats) k WHERE position(k IN w.payload::text) > 0);
+    DELETE FROM sam.webhook_events w WHERE sam._names_person(w.payload, keys || chats);
     GET DIAGNOSTICS n_webhooks = ROW_COUNT;
     DELETE FROM sam.notifications x WHERE x.prospect_id = ANY (ids);
     GET DIAGNOSTICS n_notifications = ROW_COUNT;

@@ -176,6 +176,28 @@ SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoE1"}, {"public_identifier"
 -- erasing someone unknown still records them
 SELECT sam.erase_person('ACoNEVERSEEN')->'removed' AS unknown;
 SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoNEVERSEEN"}]')->'refused' AS refused;
+-- whole values only: erasing john removes the webhook that names his profile, and keeps johnson's
+-- and a message that says "hi john" (a substring match removed every event containing the word)
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoJOHNSON",
+                            "user_public_identifier": "johnson"}')->>'status' AS johnson;
+SELECT sam.ingest_webhook('{"event": "message_received", "account_id": "acc-g", "chat_id": "chat-x", "message_id": "m-j1",
+                            "sender": {"attendee_provider_id": "ACoOTHER"}, "message": "hi john"}')->>'status' AS says_john;
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoJOHN2",
+                            "user_profile_url": "https://www.linkedin.com/in/John/"}')->>'status' AS john_by_url;
+SELECT sam.erase_person('john')->'removed'->'webhook_events' AS removed_events;
+SELECT coalesce(payload->>'user_provider_id', payload->>'message_id') AS kept FROM sam.webhook_events
+ WHERE payload->>'user_provider_id' IN ('ACoJOHNSON', 'ACoJOHN2') OR payload->>'message_id' = 'm-j1' ORDER BY 1;
+SELECT sam.erase_person('e')->'removed' AS one_letter;
+-- percent-encoded profile URLs name the decoded identifier, in erasures, imports and the do-not-contact list
+SELECT sam.erase_person('https://www.linkedin.com/in/jos%C3%A9-p/')->'removed'->'prospects' AS encoded;
+SELECT sam.add_prospects(:ecid, '[{"public_identifier": "josé-p"}, {"profile_url": "https://www.linkedin.com/in/JOS%C3%A9-p"},
+                                   {"public_identifier": "jos%c3%a9-p"}]')->'refused' AS refused_decoded;
+SELECT sam.add_prospects(:ecid, '[{"profile_url": "https://www.linkedin.com/in/ren%C3%A9-r/"}]')->'inserted' AS inserted;
+SELECT public_identifier FROM sam.prospects WHERE public_identifier LIKE 'ren%-r';
+SELECT sam.add_prospects(:ecid, '[{"profile_url": "https://www.linkedin.com/in/%FF%FE/"}, {"public_identifier": "a%2Fb"},
+                                   {"public_identifier": "%C3"}]')->'invalid_rows' AS invalid_encodings;
+SELECT sam.erase_person('https://www.linkedin.com/in/%FF/');
+SELECT sam.add_do_not_contact('%FF');
 
 ------------------------------------------------------------------------
 -- Do-not-contact list: every campaign of every account respects it
@@ -297,7 +319,7 @@ UPDATE sam.outbox SET state = 'dead', error = 'gave up after 5 attempts: HTTP 50
                       finished_at = sam.now()
  WHERE idempotency_key LIKE 'fold-%';
 SELECT n.text, n.details->'count' AS count, jsonb_array_length(n.details->'outbox_ids') AS ids,
-       (n.details->>'latest_outbox_id')::bigint = (SELECT max(id) FROM sam.outbox WHERE idempotency_key LIKE 'fold-%') AS latest
+       (n.details->>'latest_outbox_id')::bigint IN (SELECT id FROM sam.outbox WHERE idempotency_key LIKE 'fold-%') AS latest
   FROM sam.notifications n WHERE n.event = 'delivery_dead' AND n.notified_at IS NULL;
 SELECT (sam.check_pending_notifications())->'notified' AS notified;
 INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
