@@ -1311,6 +1311,69 @@ BEGIN
     RETURN FOUND;
 END $$;
 
+/*
+ * sam._refusal: why the person a provider id (or public identifier) names
+ * may not be contacted, NULL when they may: erased on request (a hash on
+ * the suppression list) or on the do-not-contact list.  add_prospects makes
+ * the same test on import; this one is for an identifier learned later (the
+ * profile lookup of a prospect imported by public identifier, a webhook).
+ */
+CREATE FUNCTION sam._refusal(pid text, pub text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT 'erased on request: never to be imported or contacted again' FROM sam.suppressions s
+          WHERE s.hash IN (sam._identity_hash(pid), sam._identity_hash(pub)) LIMIT 1),
+        (SELECT format('on the do-not-contact list (entry %s%s)', d.id, coalesce(': ' || d.reason, ''))
+           FROM sam.do_not_contact d
+          WHERE d.identifier = pid OR lower(d.identifier) = lower(pub)
+          ORDER BY d.id + 0 LIMIT 1))
+$$;
+
+/*
+ * sam._refuse_prospect: a prospect found to be a person who may not be
+ * contacted, once their provider id is known.  On the do-not-contact list:
+ * failed with the reason, its queued calls cancelled (as add_do_not_contact
+ * does).  Erased on request: removed with its calls and notifications, and
+ * its other identifiers added to the suppression list (as erase_person
+ * does).  Returns the reason, or NULL when the prospect may be contacted.
+ */
+CREATE FUNCTION sam._refuse_prospect(p_id bigint) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    pr sam.prospects;
+    why text;
+BEGIN
+    SELECT * INTO pr FROM sam.prospects WHERE id = p_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    why := sam._refusal(pr.provider_id, pr.public_identifier);
+    IF why IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF why LIKE 'erased on request%' THEN
+        DELETE FROM sam.outbox o
+         WHERE o.prospect_id = pr.id
+            OR (o.kind = 'notify' AND (o.context->>'notification_id')::bigint IN
+                  (SELECT x.id FROM sam.notifications x WHERE x.prospect_id = pr.id));
+        DELETE FROM sam.notifications x WHERE x.prospect_id = pr.id;
+        DELETE FROM sam.prospects WHERE id = pr.id;
+        INSERT INTO sam.suppressions (hash)
+        SELECT DISTINCT sam._identity_hash(k) FROM unnest(ARRAY[pr.provider_id, pr.public_identifier]) k
+         WHERE k IS NOT NULL
+        ON CONFLICT (hash) DO NOTHING;
+        RAISE LOG 'sam_ext: prospect % was erased on request (found by its provider id) and is removed', pr.id;
+    ELSE
+        PERFORM sam._prospect_failed(pr.id, NULL, why);
+        UPDATE sam.outbox o SET state = 'cancelled', finished_at = sam.now(), updated_at = sam.now(),
+                                error = left('prospect ' || why, 1000)
+         WHERE o.prospect_id = pr.id AND o.state IN ('queued', 'failed') AND o.kind <> 'notify';
+    END IF;
+    RETURN why;
+END $$;
+
 CREATE FUNCTION sam.start_campaign(campaign_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1825,6 +1888,10 @@ BEGIN
                 'duplicate: the same LinkedIn member is already a prospect of this account');
             RETURN;
         END;
+        -- imported by public identifier: the provider id may be on the do-not-contact or erasure lists
+        IF sam._refuse_prospect(o.prospect_id) IS NOT NULL THEN
+            RETURN;
+        END IF;
         IF coalesce((resp->>'is_relationship')::boolean, false) THEN
             PERFORM sam._prospect_connected(o.prospect_id, now_t, 'profile');
         ELSE
@@ -2127,6 +2194,7 @@ DECLARE
     att jsonb;
     n integer;
     st text;
+    why text;
 BEGIN
     IF e.event = 'new_relation' THEN
         SELECT * INTO pr FROM sam.prospects x
@@ -2138,8 +2206,14 @@ BEGIN
         IF NOT FOUND THEN
             RETURN jsonb_build_object('status', 'unmatched', 'reason', 'no prospect of this account is that person');
         END IF;
-        IF pr.provider_id IS NULL THEN
+        IF pr.provider_id IS NULL AND p->>'user_provider_id' IS NOT NULL THEN
             UPDATE sam.prospects SET provider_id = p->>'user_provider_id' WHERE id = pr.id;
+            -- known until now by public identifier only: the provider id may be refused
+            why := sam._refuse_prospect(pr.id);
+            IF why IS NOT NULL THEN
+                RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'refused',
+                                          'reason', why);
+            END IF;
         END IF;
         IF sam._prospect_connected(pr.id, now_t, 'webhook') THEN
             RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'connected');

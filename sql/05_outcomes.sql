@@ -118,3 +118,44 @@ SELECT sam._worker_recover(0, 3) AS recovered_by_0_of_3;
 SELECT request->'json'->>'provider_id' AS provider_id, claimed_by, state, needs_check FROM sam.outbox
  WHERE request->'json'->>'provider_id' IN ('ACoO06', 'ACoO10') ORDER BY 1;
 ROLLBACK;
+
+-- a person imported by public identifier, whose provider id (learned from the profile lookup or a
+-- webhook) is on the do-not-contact list, is stopped; one erased on request is removed with their
+-- calls, and stays refused by public identifier too (both used to be invited)
+SELECT sam.add_do_not_contact('ACoBLOCKEDLATE', reason => 'asked us') - 'id' AS dnc;
+SELECT sam.add_do_not_contact('ACoWEBHOOKLATE') - 'id' AS dnc_webhook;
+SELECT sam.erase_person('ACoERASEDLATE')->'removed'->'prospects' AS erased_before_known;
+SELECT (sam.add_prospects(:cid, '[{"public_identifier": "late-blocked"}, {"public_identifier": "late-erased"},
+                                   {"public_identifier": "late-webhook"}, {"public_identifier": "late-fine"}]'))->>'inserted' AS inserted;
+INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, state, attempts, claimed_at)
+SELECT 'acc-o', p.campaign_id, p.id, 'resolve_profile', 'resolve:' || p.id,
+       jsonb_build_object('method', 'GET', 'path', '/api/v1/users/' || p.public_identifier), 'in_flight', 1, sam.now()
+  FROM sam.prospects p WHERE p.public_identifier IN ('late-blocked', 'late-erased', 'late-fine');
+INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, state)
+SELECT 'acc-o', p.campaign_id, p.id, 'invite', 'invite:' || p.id, '{"method": "POST", "path": "/api/v1/users/invite"}', 'queued'
+  FROM sam.prospects p WHERE p.public_identifier = 'late-blocked';
+SELECT sam._complete(array_agg(o.id ORDER BY o.id), array_agg(200 ORDER BY o.id),
+         array_agg(format('{"object": "UserProfile", "provider_id": "%s", "is_relationship": false}',
+                          CASE p.public_identifier WHEN 'late-blocked' THEN 'ACoBLOCKEDLATE'
+                                                   WHEN 'late-erased' THEN 'ACoERASEDLATE' ELSE 'ACoFINELATE' END) ORDER BY o.id),
+         array_agg(NULL::text ORDER BY o.id), array_agg(1.0::float8 ORDER BY o.id))
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.kind = 'resolve_profile' AND p.public_identifier LIKE 'late-%';
+SELECT p.public_identifier, p.provider_id, p.status, p.last_error,
+       (SELECT string_agg(o.kind || ' ' || o.state, ', ' ORDER BY o.id) FROM sam.outbox o WHERE o.prospect_id = p.id) AS calls
+  FROM sam.prospects p WHERE p.public_identifier LIKE 'late-%' ORDER BY p.id;
+SELECT count(*) AS erased_calls_left FROM sam.outbox WHERE idempotency_key LIKE 'resolve:%' AND response::text LIKE '%ERASEDLATE%';
+SELECT sam.add_prospects(:cid, '[{"public_identifier": "late-erased"}]')->'refused_rows' AS refused_again;
+-- the webhook that names the provider id of a prospect known by public identifier only
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-o", "user_provider_id": "ACoWEBHOOKLATE",
+                            "user_public_identifier": "late-webhook"}') - 'event_id' - 'id' - 'prospect_id' AS webhook;
+SELECT p.provider_id, p.status, p.last_error,
+       (SELECT string_agg(o.kind || ' ' || o.state, ', ' ORDER BY o.id) FROM sam.outbox o WHERE o.prospect_id = p.id) AS calls
+  FROM sam.prospects p WHERE p.public_identifier = 'late-webhook';
+-- (removed again, so that the later tests see the lists and the queue as before)
+DELETE FROM sam.outbox o USING sam.prospects p WHERE p.id = o.prospect_id AND p.public_identifier LIKE 'late-%';
+DELETE FROM sam.prospects WHERE public_identifier LIKE 'late-%';
+DELETE FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoWEBHOOKLATE';
+DELETE FROM sam.do_not_contact;
+SELECT setval(pg_get_serial_sequence('sam.do_not_contact', 'id'), 1, false) IS NOT NULL AS reset;
+DELETE FROM sam.suppressions;
