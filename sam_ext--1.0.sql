@@ -1931,6 +1931,11 @@ BEGIN
                                                          THEN jsonb_build_object('raw', left(p_body, 1000)) END)
      WHERE id = o.id;
 
+    -- refused by the worker before anything was sent (no method or path): final, nothing to check
+    IF p_error LIKE 'invalid request:%' THEN
+        PERFORM sam._dead(o, 'invalid_request', p_error);
+        RETURN;
+    END IF;
     IF p_error IS NOT NULL THEN
         PERFORM sam._retry(o, CASE WHEN p_error LIKE 'timeout%' THEN 'timeout' ELSE 'network' END,
                            p_error, sam._is_action(o.kind));

@@ -23,6 +23,12 @@
 static CURLM *multi = NULL;
 static int	in_flight = 0;
 
+/*
+ * Requests refused before any byte went out (see sam_http_start): counted in
+ * flight, and handed back as finished by the next sam_http_drive.
+ */
+static List *refused = NIL;
+
 /* CURL_CHECK raises an error when a setup call of libcurl fails */
 #define CURL_CHECK(call) \
 	do { \
@@ -150,6 +156,25 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	MemoryContext old = MemoryContextSwitchTo(req->cxt);
 
 	initStringInfo(&req->response);
+
+	/*
+	 * A request without a method or a path (a body removed by the retention,
+	 * a row written by hand) is never sent: it finishes at once with an error
+	 * the record makes final.  Nothing reached the network, so nothing is to
+	 * be checked.
+	 */
+	if (req->method == NULL || req->method[0] == '\0' || !req->has_path)
+	{
+		req->status = 0;
+		req->error = pstrdup(req->method == NULL || req->method[0] == '\0'
+							 ? "invalid request: no method; not sent"
+							 : "invalid request: no path; not sent");
+		MemoryContextSwitchTo(TopMemoryContext);
+		refused = lappend(refused, req);
+		MemoryContextSwitchTo(old);
+		in_flight++;
+		return;
+	}
 	MemoryContextSwitchTo(old);
 
 	easy = curl_easy_init();
@@ -251,6 +276,20 @@ sam_http_drive(int timeout_ms, List **finished)
 	int			numfds;
 	int			msgs;
 	CURLMsg    *msg;
+
+	if (refused != NIL)
+	{
+		ListCell   *lc;
+
+		foreach(lc, refused)
+		{
+			*finished = lappend(*finished, lfirst(lc));
+			in_flight--;
+		}
+		list_free(refused);
+		refused = NIL;
+		timeout_ms = 0;			/* they are to be recorded now */
+	}
 
 	CURLM_CHECK(curl_multi_perform(multi, &running));
 	if (running > 0 && timeout_ms > 0)

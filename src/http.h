@@ -21,7 +21,8 @@ typedef struct SamHttpRequest
 	MemoryContext cxt;			/* everything of this request lives here */
 
 	/* what to send */
-	char	   *method;
+	char	   *method;			/* NULL when the request has none */
+	bool		has_path;		/* false: the request names no path */
 	char	   *url;
 	bool		external;		/* not Unipile (a notification hook): no API key */
 	bool		fresh_connection;	/* never on a reused connection (messages) */

@@ -332,6 +332,7 @@ request_from_jsonb(SamHttpRequest *req, Jsonb *request)
 	v = request_member(request, "path", &buf);
 	if (v != NULL)
 		path = json_value_text(v);
+	req->has_path = (path != NULL && path[0] != '\0');
 	nq = request_query(request, &qn, &qv);
 	req->url = build_url(path ? path : "", qn, qv, nq, &req->external);
 	v = request_member(request, "json", &buf);

@@ -439,6 +439,28 @@ for my $f (@message_faults)
 	is(scalar(grep { @{ $posts->{$_} } > 1 } keys %$posts), 0, 'jump: nobody invited twice');
 }
 
+# ---- a request with no method or no path: never sent, dead at once, the worker alive ---------
+# (the worker read a missing method as a NULL string and crashed, then again after each restart)
+{
+	make_account('acc-bad');
+	my $pid = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
+	my $before = scalar(@{ mock_log($mock) });
+	$node->safe_psql('postgres', q{
+		INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
+		VALUES ('acc-bad', 'relations_page', 'bad-no-method', '{"path": "/api/v1/users/relations"}'),
+		       ('acc-bad', 'relations_page', 'bad-null-method', '{"method": null, "path": "/api/v1/users/relations"}'),
+		       ('acc-bad', 'relations_page', 'bad-no-path', '{"method": "GET"}'),
+		       ('acc-bad', 'relations_page', 'bad-empty', '{}')});
+	settle('acc-bad', 'invalid requests');
+	is($node->safe_psql('postgres', q{SELECT string_agg(idempotency_key || ' ' || state || ' ' || error_type || ' ' || attempts
+		|| ' ' || needs_check, ', ' ORDER BY idempotency_key) FROM sam.outbox WHERE account_id = 'acc-bad'}),
+		'bad-empty dead invalid_request 1 false, bad-no-method dead invalid_request 1 false, '
+		  . 'bad-no-path dead invalid_request 1 false, bad-null-method dead invalid_request 1 false',
+		'invalid requests: dead at their first attempt, nothing to check');
+	is($node->safe_psql('postgres', 'SELECT sam.worker_pid()'), $pid, 'invalid requests: the same worker process');
+	is(scalar(@{ mock_log($mock) }), $before, 'invalid requests: nothing reached the mock');
+}
+
 $node->stop;
 $mock->{handle}->kill_kill;
 done_testing();
