@@ -8,17 +8,23 @@
  *	  of sam.database_name, asks the workers to disconnect and waits until
  *	  they have; a restarted worker does not connect while the drop is pending,
  *	  nor after it succeeded, until CREATE DATABASE makes the database exist
- *	  again.  If the drop fails, the worker connects again at once.
+ *	  again.  If the drop fails, the worker connects again at once.  A drop
+ *	  that PostgreSQL would refuse anyway (not the owner, in a transaction
+ *	  block) leaves the workers alone.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/timestamp.h"
 
 #include "sam_ext.h"
@@ -76,6 +82,35 @@ wait_worker_gone(void)
 	}
 }
 
+/*
+ * drop_failed: the drop ended without dropping (an error, a cancel, or the
+ * session's exit while it waited): the workers may connect again.  Also run
+ * at exit (PG_ENSURE_ERROR_CLEANUP), where a PG_CATCH would not be.
+ */
+static void
+drop_failed(int code, Datum arg)
+{
+	set_drop_state(false, false);
+}
+
+/*
+ * may_drop: whether this DROP DATABASE would get past PostgreSQL's own
+ * checks of the caller (the database exists, the caller owns it, not in a
+ * transaction block).  Only then are the workers asked to leave: a drop
+ * that is refused anyway must not disconnect them, whoever tries it.
+ */
+static bool
+may_drop(const char *dbname, bool isTopLevel)
+{
+	Oid			db = get_database_oid(dbname, true);
+
+	if (!OidIsValid(db) || !pg_database_ownercheck(db, GetUserId()))
+		return false;
+	/* raises the error standard_ProcessUtility would */
+	PreventInTransactionBlock(isTopLevel, "DROP DATABASE");
+	return true;
+}
+
 static void
 sam_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				 ProcessUtilityContext context, ParamListInfo params,
@@ -88,30 +123,28 @@ sam_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	if (sam_shared && sam_database_name)
 	{
 		if (IsA(node, DropdbStmt) && strcmp(((DropdbStmt *) node)->dbname, sam_database_name) == 0)
-			dropping = true;
+			dropping = may_drop(((DropdbStmt *) node)->dbname, context == PROCESS_UTILITY_TOPLEVEL);
 		else if (IsA(node, CreatedbStmt) && strcmp(((CreatedbStmt *) node)->dbname, sam_database_name) == 0)
 			creating = true;
 	}
 
 	if (dropping)
 	{
-		set_drop_state(true, false);
-		wait_worker_gone();
-		PG_TRY();
+		/*
+		 * Whatever ends the wait or the drop early (statement_timeout, a
+		 * cancel, pg_terminate_backend), the database is still there: the
+		 * workers may connect again.
+		 */
+		PG_ENSURE_ERROR_CLEANUP(drop_failed, (Datum) 0);
 		{
+			set_drop_state(true, false);
+			wait_worker_gone();
 			if (prev_utility_hook)
 				prev_utility_hook(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 			else
 				standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 		}
-		PG_CATCH();
-		{
-			/* the database is still there: the worker may connect again */
-			set_drop_state(false, false);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-		/* DROP DATABASE IF EXISTS of a missing database lands here too: same state */
+		PG_END_ENSURE_ERROR_CLEANUP(drop_failed, (Datum) 0);
 		set_drop_state(false, true);
 		return;
 	}

@@ -44,6 +44,22 @@ like($err, qr/is being accessed by other users/, 'fails for that reason, not bec
 ok($node->poll_query_until('postgres', $worker), 'the worker is back on the database');
 $bg->quit;
 
+# a drop refused anyway leaves the worker connected: by a role that does not own the database,
+# inside a transaction block (any role used to disconnect the workers this way, every time)
+my $worker_pid = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'sam_ext worker' AND datname = 'app'";
+my $pid = $node->safe_psql('postgres', $worker_pid);
+$node->safe_psql('postgres', 'CREATE ROLE mallory LOGIN');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app', extra_params => [ '-U', 'mallory' ]);
+like($err, qr/must be owner of database app/, 'a role that does not own the database may not drop it');
+($ret, $out, $err) = $node->psql('postgres', 'BEGIN; DROP DATABASE app; COMMIT');
+like($err, qr/DROP DATABASE cannot run inside a transaction block/, 'nor may a drop inside a transaction block');
+is($node->safe_psql('postgres', $worker_pid), $pid, 'neither disconnected the worker');
+
+# a drop cancelled while it waits for the worker to leave (statement_timeout): the worker comes back
+($ret, $out, $err) = $node->psql('postgres', "SET statement_timeout = '1ms'; DROP DATABASE app");
+like($err, qr/canceling statement due to statement timeout/, 'a drop cancelled by statement_timeout');
+ok($node->poll_query_until('postgres', $worker), 'the worker is back on the database after the cancelled drop');
+
 # two workers (sam.workers = 2): the drop waits for both to disconnect, and both come back
 $node->append_conf('postgresql.conf', "sam.workers = 2\n");
 $node->restart;
