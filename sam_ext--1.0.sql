@@ -2338,6 +2338,19 @@ BEGIN
         RAISE EXCEPTION 'invalid source: must be 1 to 100 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     key := sam._webhook_dedupe_key(p);
+    /*
+     * An account's status carries no id and no time: the same status (say,
+     * CREDENTIALS) may come again weeks later, after the account was
+     * reconnected, and must then be applied.  So it is a duplicate only of
+     * the same status received while the account's state has not changed
+     * since (two deliveries at once); one received after the first was
+     * applied is applied again, which changes nothing.
+     */
+    IF p ? 'AccountStatus' AND p->>'event' IS NULL THEN
+        key := 'account_status:' || md5(p::text) || ':'
+               || coalesce((SELECT extract(epoch FROM a.status_changed_at)::text FROM sam.accounts a
+                             WHERE a.account_id = p->'AccountStatus'->>'account_id'), 'none');
+    END IF;
     INSERT INTO sam.webhook_events AS w (source, event, account_id, dedupe_key, payload)
     VALUES (source,
             coalesce(p->>'event', CASE WHEN p ? 'AccountStatus' THEN 'account_status' END),

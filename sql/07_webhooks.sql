@@ -65,6 +65,16 @@ SELECT status, status_reason FROM sam.accounts WHERE account_id = 'acc-w';
 SELECT sam.ingest_webhook('{"AccountStatus": {"account_id": "acc-w", "account_type": "LINKEDIN", "message": "CONNECTING"}}') - 'id';
 SELECT sam.ingest_webhook('{"AccountStatus": {"account_id": "acc-w", "account_type": "LINKEDIN", "message": "RECONNECTED"}}') - 'id';
 SELECT status, status_reason FROM sam.accounts WHERE account_id = 'acc-w';
+-- the same status again later (no id, no time in it) is applied: CREDENTIALS, RECONNECTED, CREDENTIALS
+-- ends disconnected (the third was answered as a duplicate of the first); a second delivery is applied
+-- again and changes nothing
+SELECT sam.advance_clock('1 day')->>'now' IS NOT NULL AS later;
+SELECT sam.ingest_webhook('{"AccountStatus": {"account_id": "acc-w", "account_type": "LINKEDIN", "message": "CREDENTIALS"}}') - 'id';
+SELECT status, status_reason FROM sam.accounts WHERE account_id = 'acc-w';
+SELECT sam.ingest_webhook('{"AccountStatus": {"account_id": "acc-w", "account_type": "LINKEDIN", "message": "CREDENTIALS"}}')->'duplicate' AS twice;
+SELECT status, status_reason FROM sam.accounts WHERE account_id = 'acc-w';
+SELECT sam.ingest_webhook('{"AccountStatus": {"account_id": "acc-w", "account_type": "LINKEDIN", "message": "RECONNECTED"}}')->>'transition' AS again;
+SELECT status FROM sam.accounts WHERE account_id = 'acc-w';
 
 -- unknown events are stored and ignored
 SELECT sam.ingest_webhook('{"event": "message_reaction", "account_id": "acc-w", "message_id": "m-9"}') - 'id';
