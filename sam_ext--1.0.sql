@@ -3080,6 +3080,19 @@ BEGIN
     RETURN answer || jsonb_build_object('campaigns_completed', done_campaigns);
 END $$;
 
+
+/*
+ * sam._dsn_shown: the Unipile DSN as doctor() shows it to its readers
+ * (sam_monitor among them, who may not read the setting itself): scheme,
+ * host and port only, never a user or password written into it, nor a path
+ * or query.
+ */
+CREATE FUNCTION sam._dsn_shown(dsn text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT regexp_replace(btrim(dsn), '^([a-z][a-z0-9+.-]*://)?([^@/?#]*@)?([^/?#]*).*$', '\1\3', 'i')
+$$;
+
 /*
  * sam._job_process_follow_ups_finish: the answer.  sent counts only the
  * messages Unipile confirmed; pending, the due prospects whose message is
@@ -3308,7 +3321,8 @@ BEGIN
     RETURN NEXT;
 
     "check" := 'Unipile DSN configured'; ok := current_setting('sam.unipile_dsn') <> '';
-    detail := CASE WHEN ok THEN current_setting('sam.unipile_dsn') ELSE 'sam.unipile_dsn is empty: nothing is sent' END;
+    detail := CASE WHEN ok THEN sam._dsn_shown(current_setting('sam.unipile_dsn'))
+                   ELSE 'sam.unipile_dsn is empty: nothing is sent' END;
     hint := CASE WHEN NOT ok THEN 'ALTER SYSTEM SET sam.unipile_dsn = ''https://apiN.unipile.com:PORT''; SELECT pg_reload_conf();' END;
     RETURN NEXT;
 

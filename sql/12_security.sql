@@ -62,6 +62,9 @@ SELECT sam.erase_person('https://www.linkedin.com/in/sue-s/')->>'success' AS era
 SELECT sam.gdpr_cleanup()->>'success' AS gdpr;
 SELECT sam.set_retention('job_runs', '10 days')->>'success' AS retention;
 SELECT count(*) > 0 AS doctor FROM sam.doctor();
+-- the doctor shows the DSN's host, never credentials written into it (sam_monitor may not read the setting)
+SELECT sam._dsn_shown(d) FROM unnest(ARRAY['https://apiuser:s3cret@api8.unipile.com:13851/api?k=v',
+    'api8.unipile.com:13851', 'https://api8.unipile.com:13851/', 'user@host', 'http://127.0.0.1:8080']) d;
 SELECT length(sam.metrics_text()) > 0 AS metrics;
 SELECT count(*) > 0 AS health FROM sam.job_health;
 SELECT sam.pause_campaign(:cid)->>'success' AS paused;
