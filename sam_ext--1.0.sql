@@ -1432,9 +1432,14 @@ BEGIN
         RAISE EXCEPTION 'campaign % is %, not paused', c.id, c.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    -- paused before its start: it waits for its start again (execute_scheduled_campaigns starts it)
+    IF c.started_at IS NULL AND c.start_at > sam.now() THEN
+        UPDATE sam.campaigns SET status = 'scheduled', paused_at = NULL WHERE id = c.id;
+        RETURN jsonb_build_object('success', true, 'campaign_id', c.id, 'status', 'scheduled', 'start_at', c.start_at);
+    END IF;
     RETURN sam.start_campaign(c.id);
 END $$;
-COMMENT ON FUNCTION sam.resume_campaign(bigint) IS 'Resumes a paused campaign where it stopped';
+COMMENT ON FUNCTION sam.resume_campaign(bigint) IS 'Resumes a paused campaign where it stopped: running, or scheduled again when paused before its start';
 
 ------------------------------------------------------------------------
 -- The worker's side: claim, record results, recover

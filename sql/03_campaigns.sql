@@ -32,6 +32,10 @@ SELECT sam.create_campaign('acc-c', 'x', withdraw_after => '2 hours');
 SELECT count(*) AS campaigns FROM sam.campaigns;
 -- a scheduled campaign
 SELECT r->>'status' AS status FROM sam.create_campaign('acc-c', 'Later', start_at => '2026-03-03 09:00+00') r;
+-- paused before its start, it waits for its start again when resumed (it used to start at once)
+SELECT sam.pause_campaign((SELECT id FROM sam.campaigns WHERE name = 'Later'))->>'status' AS paused;
+SELECT sam.resume_campaign((SELECT id FROM sam.campaigns WHERE name = 'Later')) - 'campaign_id' AS resumed;
+SELECT status, started_at, paused_at FROM sam.campaigns WHERE name = 'Later';
 
 -- bulk import: inserted, duplicates and invalid rows, each with its reason
 SELECT jsonb_pretty(sam.add_prospects(1, ('[
