@@ -721,6 +721,7 @@ DECLARE
     n_campaigns integer;
     n_prospects integer;
     n_calls integer;
+    n_notifications integer;
 BEGIN
     IF EXISTS (SELECT 1 FROM sam.outbox o
                 WHERE o.account_id = a.account_id AND o.finished_at IS NULL AND o.state = 'in_flight') THEN
@@ -729,15 +730,18 @@ BEGIN
     END IF;
     DELETE FROM sam.outbox o WHERE o.account_id = a.account_id;
     GET DIAGNOSTICS n_calls = ROW_COUNT;
+    -- its notifications too: their delivery calls just went, and nothing else would remove them
+    DELETE FROM sam.notifications x WHERE x.account_id = a.account_id;
+    GET DIAGNOSTICS n_notifications = ROW_COUNT;
     DELETE FROM sam.prospects p WHERE p.account_id = a.account_id;
     GET DIAGNOSTICS n_prospects = ROW_COUNT;
     DELETE FROM sam.campaigns c WHERE c.account_id = a.account_id;
     GET DIAGNOSTICS n_campaigns = ROW_COUNT;
     DELETE FROM sam.accounts x WHERE x.account_id = a.account_id;
     RETURN jsonb_build_object('success', true, 'account_id', a.account_id, 'campaigns', n_campaigns,
-                              'prospects', n_prospects, 'outbox', n_calls);
+                              'prospects', n_prospects, 'outbox', n_calls, 'notifications', n_notifications);
 END $$;
-COMMENT ON FUNCTION sam.delete_account(text) IS 'Deletes an account with its campaigns, prospects and calls (refused while calls are in flight)';
+COMMENT ON FUNCTION sam.delete_account(text) IS 'Deletes an account with its campaigns, prospects, calls and notifications (refused while calls are in flight)';
 
 ------------------------------------------------------------------------
 -- Campaigns

@@ -55,5 +55,9 @@ SELECT sam.delete_account('acc-del');
 -- a row is finished (finished_at) exactly when its state is final: the partial indexes rely on it
 UPDATE sam.outbox SET state = 'done' WHERE account_id = 'acc-del';
 UPDATE sam.outbox SET state = 'done', finished_at = sam.now() WHERE account_id = 'acc-del';
+-- its notifications go with it (their delivery calls went with its outbox rows: they stayed queued forever)
+INSERT INTO sam.notifications (event, dedupe_key, text, account_id)
+VALUES ('account_disconnected', 'del-n1', 'Account acc-del disconnected', 'acc-del');
 SELECT sam.delete_account('acc-del') - 'account_id';
 SELECT count(*) FROM sam.accounts WHERE account_id = 'acc-del';
+SELECT count(*) AS notifications_left FROM sam.notifications WHERE account_id = 'acc-del';
