@@ -2402,10 +2402,16 @@ BEGIN
         UPDATE sam.webhook_events SET status = r->>'status', result = r, error = NULL,
                                       attempts = attempts + 1, processed_at = sam.now()
          WHERE id = e.id;
-    EXCEPTION WHEN OTHERS THEN
-        UPDATE sam.webhook_events SET status = 'failed', error = SQLERRM, attempts = attempts + 1
-         WHERE id = e.id;
-        RETURN jsonb_build_object('status', 'failed', 'error', SQLERRM);
+    EXCEPTION
+        WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+            -- not the event's fault, and gone on a second try: the caller's transaction fails, so
+            -- that the webhook is sent again (the ingest makes it again alone, Unipile retries a 5xx);
+            -- kept as failed, nothing would apply it again
+            RAISE;
+        WHEN OTHERS THEN
+            UPDATE sam.webhook_events SET status = 'failed', error = SQLERRM, attempts = attempts + 1
+             WHERE id = e.id;
+            RETURN jsonb_build_object('status', 'failed', 'error', SQLERRM);
     END;
     RETURN jsonb_build_object('status', r->>'status') || (r - 'status');
 END $$;

@@ -223,6 +223,19 @@ cancelled_by_shutdown(const DbResult *r)
 }
 
 /*
+ * sqlstate_is_transient tells whether an error is one a second try makes
+ * go away: a deadlock, a serialization failure, a lock not available
+ * (sam.ingest_webhook lets them through instead of storing the webhook as
+ * failed).
+ */
+static bool
+sqlstate_is_transient(const char *sqlstate)
+{
+	return strcmp(sqlstate, "40P01") == 0 || strcmp(sqlstate, "40001") == 0 ||
+		strcmp(sqlstate, "55P03") == 0;
+}
+
+/*
  * header_secret_ok looks up a header (case-insensitively) and compares it
  * with a secret.
  */
@@ -313,6 +326,12 @@ handle_webhook(struct MHD_Connection *conn, Request *req)
 	lengths[0] = (int) req->body_len;
 	lengths[1] = 0;
 	db_call(WEBHOOK_SQL, 2, values, lengths, formats, true, &r);
+	if (r.outcome == DB_ERROR && sqlstate_is_transient(r.sqlstate))
+	{
+		/* met a deadlock or a lock: made once more (the call is idempotent) */
+		db_result_clear(&r);
+		db_call(WEBHOOK_SQL, 2, values, lengths, formats, true, &r);
+	}
 	if (cancelled_by_shutdown(&r))
 		r.outcome = DB_UNAVAILABLE;
 	switch (r.outcome)
@@ -327,6 +346,16 @@ handle_webhook(struct MHD_Connection *conn, Request *req)
 							   "{\"error\":\"database unavailable\"}");
 			break;
 		case DB_ERROR:
+			if (sqlstate_is_transient(r.sqlstate))
+			{
+				/* twice: answered 503, so that Unipile delivers it again later */
+				ingest_log("sam.ingest_webhook() failed twice: SQLSTATE %s: %s",
+						   r.sqlstate, r.message);
+				metrics_webhook_reject(WR_DB_UNAVAILABLE);
+				ret = respond_json(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
+								   "{\"error\":\"database busy, try again\"}");
+				break;
+			}
 			if (strncmp(r.sqlstate, "22", 2) == 0)
 			{
 				/* data exception: 22P02 not JSON, 22023 not an object... */

@@ -143,6 +143,42 @@ is($node->safe_psql('postgres', "SELECT count(*) || ' ' || count(DISTINCT dedupe
 is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE campaign_id = $cid AND status = 'connected'"),
 	$n + 1, 'every prospect connected');
 
+# ---- a lock the webhook cannot get (lock_timeout): made once more, then 503; nothing stored -----
+# applying it met another transaction's lock: not the event's fault, so it is not stored as failed
+# (nothing would apply it again) but answered 503, and Unipile delivers it again
+$node->safe_psql('postgres', "ALTER ROLE sam_ingestd SET lock_timeout = '200ms'");
+$node->safe_psql('postgres', "SELECT count(pg_terminate_backend(pid)) FROM ($ingest_backends) s");
+my $reply = q({"event": "message_received", "account_id": "acc-if", "chat_id": "chat-if0", "message_id": "m-if0",
+	"message": "thanks", "sender": {"attendee_provider_id": "ACoIF0"}});
+$holder = $node->background_psql('postgres');
+$holder->query_safe("BEGIN; SELECT count(*) FROM (SELECT 1 FROM sam.prospects WHERE provider_id = 'ACoIF0' FOR UPDATE) s;");
+my $post = sub {
+	return $http->post($url, { headers => { 'Unipile-Auth' => $secret, 'Content-Type' => 'application/json' },
+		content => $reply });
+};
+my $res = $post->();
+is($res->{status}, 503, 'a webhook that cannot get its lock is answered 503') or diag($res->{content});
+like($res->{content}, qr/database busy/, 'saying the database is busy');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sam.webhook_events WHERE payload->>'message_id' = 'm-if0'"), '0',
+	'nothing of it was stored');
+{
+	my $twice = 0;
+	for (1 .. 100)
+	{
+		# (the calls as log_statement shows them: the role's errors are not logged)
+		my @n = slurp_file($node->logfile) =~ /execute sam_ingest_\d+: SELECT sam\.ingest_webhook[^\n]*\n[^\n]*DETAIL:[^\n]*"m-if0"/g;
+		last if ($twice = (@n >= 2));
+		usleep(50_000);
+	}
+	ok($twice, 'it was made twice before the answer');
+}
+$holder->query_safe('COMMIT');
+$holder->quit;
+$res = $post->();
+is($res->{status}, 200, 'delivered again once the lock is gone: 200') or diag($res->{content});
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoIF0'"), 'replied', 'and applied');
+$node->safe_psql('postgres', "ALTER ROLE sam_ingestd RESET lock_timeout");
+
 $ingest->signal('TERM');
 $ingest->finish;
 $node->stop;
