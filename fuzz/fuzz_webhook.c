@@ -22,7 +22,10 @@
  *	  not valid UTF-8), which the ingest answers 400.  Any other error is
  *	  answered 500 by the ingest and Unipile would retry it forever; a
  *	  lost connection is a server crash;
- *	- the same delivery a second time is acknowledged as a duplicate.
+ *	- the same delivery a second time is acknowledged as a duplicate; or,
+ *	  for an account status (which has no id: the same status later is a
+ *	  new event once the account's state changed), applied again without
+ *	  changing any account.
  *
  *-------------------------------------------------------------------------
  */
@@ -123,6 +126,26 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
  * call_webhook sends a body as the ingest does; returns the answer (to
  * PQclear) whatever its status.
  */
+/* accounts_state: every account's state as one string (malloc'd) */
+static char *
+accounts_state(void)
+{
+	PGresult   *res = PQexec(conn, "SELECT coalesce(string_agg(format('%s %s %s %s', account_id, status, "
+							 "status_reason, status_changed_at), ', ' ORDER BY account_id), '') FROM sam.accounts");
+	char	   *out;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+	{
+		fprintf(stderr, "fuzz_webhook: reading the accounts failed: %s", PQerrorMessage(conn));
+		abort();
+	}
+	out = strdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	if (out == NULL)
+		abort();
+	return out;
+}
+
 static PGresult *
 call_webhook(const uint8_t *data, size_t size, const char *source)
 {
@@ -143,6 +166,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				event[64],
 				reason[64];
 	const char *answer;
+	char	   *accounts_before;
 
 	if (size > 8 * 1024 * 1024)
 		return 0;
@@ -176,11 +200,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	PQclear(res);
 
 	/* Unipile's retry of the same delivery */
+	accounts_before = accounts_state();
 	res = call_webhook(data, size, source);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		fail("the second delivery failed", res, data, size);
 	if (strstr(PQgetvalue(res, 0, 0), "\"duplicate\": true") == NULL)
-		fail("the second delivery is not a duplicate", res, data, size);
+	{
+		char	   *accounts_after;
+
+		if (strcmp(event, "\"account_status\"") != 0)	/* (quoted, as json_field copies it) */
+			fail("the second delivery is not a duplicate", res, data, size);
+		accounts_after = accounts_state();
+		if (strcmp(accounts_before, accounts_after) != 0)
+			fail("the second delivery of an account status changed an account", res, data, size);
+		free(accounts_after);
+	}
+	free(accounts_before);
 	PQclear(res);
 	exec_ok("ROLLBACK");
 	return 0;
