@@ -532,6 +532,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'account "%" does not exist', is_working_time.account_id USING ERRCODE = 'no_data_found';
     END IF;
+    IF at_time IS NOT NULL AND NOT isfinite(at_time) THEN
+        PERFORM sam._invalid('at_time', 'must be a finite time');
+    END IF;
     RETURN sam._in_working_hours(a, coalesce(at_time, sam.now()));
 END $$;
 COMMENT ON FUNCTION sam.is_working_time(text, timestamptz) IS 'Whether the account may send at that time (its local working days and hours)';
@@ -632,8 +635,17 @@ BEGIN
         PERFORM sam._invalid('time_zone', format('"%s" is not an IANA time zone name', time_zone),
             'Use a name such as Europe/Paris or America/New_York (see pg_timezone_names).');
     END IF;
-    IF working_days IS NULL OR cardinality(working_days) = 0 OR NOT working_days <@ '{1,2,3,4,5,6,7}'::integer[] THEN
-        PERFORM sam._invalid('working_days', 'must be a non-empty list of ISO weekdays from 1 (Monday) to 7 (Sunday)');
+    IF working_days IS NULL OR cardinality(working_days) = 0 OR array_ndims(working_days) <> 1
+       OR array_position(working_days, NULL) IS NOT NULL OR NOT working_days <@ '{1,2,3,4,5,6,7}'::integer[]
+       OR (SELECT count(DISTINCT d) FROM unnest(working_days) d) <> cardinality(working_days) THEN
+        PERFORM sam._invalid('working_days', 'must be a non-empty list of distinct ISO weekdays from 1 (Monday) to 7 (Sunday)');
+    END IF;
+    -- (the time type takes 24:00: as an end it is midnight, as a start it leaves no working time)
+    IF work_end = '24:00' THEN
+        work_end := '00:00';
+    END IF;
+    IF work_start >= '24:00' THEN
+        PERFORM sam._invalid('work_start', 'must be before 24:00');
     END IF;
     IF work_start IS NULL OR work_end IS NULL OR NOT (work_start < work_end OR work_end = '00:00') THEN
         PERFORM sam._invalid('work_end', 'must be after work_start (00:00 means midnight)');
@@ -777,6 +789,9 @@ BEGIN
         IF EXISTS (SELECT 1 FROM jsonb_object_keys(s) k WHERE k NOT IN ('delay', 'template')) THEN
             PERFORM sam._invalid(format('follow_ups step %s', i), 'only "delay" and "template" are allowed');
         END IF;
+        IF jsonb_typeof(s->'delay') NOT IN ('string', 'null') THEN
+            PERFORM sam._invalid(format('follow_ups step %s delay', i), 'must be a string such as "2 days"');
+        END IF;
         BEGIN
             d := coalesce(s->>'delay',
                           CASE i WHEN 1 THEN '24 hours' WHEN 2 THEN '5 days' WHEN 3 THEN '7 days' ELSE '5 days' END)::interval;
@@ -816,6 +831,9 @@ BEGIN
     IF name IS NULL OR char_length(btrim(name)) NOT BETWEEN 1 AND 200 THEN
         PERFORM sam._invalid('name', 'must be 1 to 200 characters');
     END IF;
+    IF array_ndims(custom_variables) > 1 THEN
+        PERFORM sam._invalid('custom_variables', 'must be a list of names, not an array of arrays');
+    END IF;
     FOREACH v IN ARRAY coalesce(custom_variables, '{}') LOOP
         IF v IS NULL OR v !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
             PERFORM sam._invalid('custom_variables', format('"%s" is not a variable name (lowercase letters, digits, _)', v));
@@ -828,6 +846,9 @@ BEGIN
         PERFORM sam._check_template(connection_note, 'connection_note', custom_variables, 300);
     END IF;
     steps := sam._check_follow_ups(follow_ups, custom_variables);
+    IF start_at IS NOT NULL AND NOT isfinite(start_at) THEN
+        PERFORM sam._invalid('start_at', 'must be a finite time');
+    END IF;
     IF start_at IS NOT NULL AND start_at < sam.now() - interval '1 day' THEN
         PERFORM sam._invalid('start_at', 'is more than a day in the past');
     END IF;
@@ -3616,6 +3637,9 @@ BEGIN
         RETURN jsonb_build_object('success', true, 'account_id', set_notification_url.account_id, 'removed', FOUND);
     END IF;
     PERFORM sam._check_hook_url(url);
+    IF events IS NOT NULL AND cardinality(events) = 0 THEN
+        PERFORM sam._invalid('events', 'must name at least one event, or be NULL for all of them');
+    END IF;
     SELECT e INTO bad FROM unnest(events) e
      WHERE e IS NULL OR e NOT IN ('connection_accepted', 'prospect_replied', 'account_disconnected',
                                   'account_reconnected', 'campaign_completed', 'job_failing', 'delivery_dead')
@@ -4038,6 +4062,9 @@ CREATE FUNCTION sam.remove_do_not_contact(id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF remove_do_not_contact.id IS NULL THEN
+        PERFORM sam._invalid('id', 'must not be null');
+    END IF;
     DELETE FROM sam.do_not_contact d WHERE d.id = remove_do_not_contact.id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'do-not-contact entry % does not exist', remove_do_not_contact.id

@@ -13,6 +13,14 @@ SELECT sam.create_account('x', time_zone => '+02:00');
 SELECT sam.create_account('x', working_days => '{}');
 SELECT sam.create_account('x', working_days => '{0,1}');
 SELECT sam.create_account('x', work_start => '18:00', work_end => '09:00');
+-- (each of these was taken, then refused by a constraint, or gave an account that never sends)
+SELECT sam.create_account('x', working_days => '{1,1,1,1,1,1,1,1}');
+SELECT sam.create_account('x', working_days => '{1,NULL}');
+SELECT sam.create_account('x', working_days => '{{1,2},{3,4}}');
+SELECT sam.create_account('x', work_start => '24:00', work_end => '00:00');
+-- an end at 24:00 is midnight
+SELECT sam.create_account('x24', work_start => '18:00', work_end => '24:00')->'account'->>'work_end' AS work_end;
+SELECT sam.delete_account('x24')->>'success' AS deleted;
 SELECT sam.create_account('x', daily_invite_cap => 101);
 SELECT sam.create_account('x', daily_invite_cap => -1);
 SELECT sam.create_account('x', weekly_invite_cap => 201);
@@ -40,6 +48,7 @@ SELECT sam._local_day_start(a, '2026-03-29 12:00+00') AS dst_day,
        sam._local_day_start(a, '2026-03-30 12:00+00') - sam._local_day_start(a, '2026-03-29 12:00+00') AS day_length
   FROM sam.accounts a WHERE account_id = 'acc-paris';
 SELECT sam.is_working_time('nope');
+SELECT sam.is_working_time('acc-paris', 'infinity');
 
 -- pause and resume
 SELECT sam.pause_account('acc-paris', 'holiday')->>'status';

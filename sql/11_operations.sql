@@ -49,6 +49,7 @@ SELECT count(*) FILTER (WHERE notified_at IS NULL) AS pending, count(*) FILTER (
 
 -- hooks: the URL is checked, events too; the answer names the host only (the URL holds a token)
 SELECT sam.set_notification_url('ftp://example.com/x');
+SELECT sam.set_notification_url('https://hooks.example.com/x', events => '{}');
 SELECT sam.set_notification_url('https://hooks.example.com/services/T0/B0 secret');
 SELECT sam.set_notification_url('https://hooks.example.com/services/T0/B0/SECRETTOKEN', events => '{connection_accepted,nope}');
 SELECT sam.set_notification_url('https://hooks.example.com/services/T0/B0/SECRETTOKEN', 'no-such-account');
@@ -220,6 +221,7 @@ SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoX1", "company": "BLOCKED C
        -> 'refused_rows' AS refused_rows;
 SELECT sam.remove_do_not_contact((SELECT id FROM sam.do_not_contact WHERE company IS NOT NULL)) - 'id' AS removed;
 SELECT sam.remove_do_not_contact(999999);
+SELECT sam.remove_do_not_contact(NULL);
 SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoX1", "company": "BLOCKED CORP"}]')->>'inserted' AS inserted_after_removal;
 
 ------------------------------------------------------------------------
