@@ -25,6 +25,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
@@ -37,6 +38,24 @@ PG_FUNCTION_INFO_V1(sam_run_job_in_worker);
 
 /* how long a caller waits beyond the job's deadline before giving up */
 #define SAM_JOB_GRACE_MS 10000
+
+/*
+ * leave_slot: the caller stops waiting for its slot (cancelled, or its
+ * session ends): the worker finishes the run on its own, and frees the slot
+ * instead of marking it done for nobody.  Also run when the session exits
+ * (pg_terminate_backend), which a PG_CATCH would not see.
+ */
+static void
+leave_slot(int code, Datum arg)
+{
+	int			slot = DatumGetInt32(arg);
+
+	SpinLockAcquire(&sam_shared->mutex);
+	sam_shared->slots[slot].requester = NULL;
+	if (sam_shared->slots[slot].state == SAM_SLOT_DONE)
+		sam_shared->slots[slot].state = SAM_SLOT_FREE;
+	SpinLockRelease(&sam_shared->mutex);
+}
 
 /*
  * sam._run_job_in_worker(job text) returns bigint: hands the job to the
@@ -97,7 +116,7 @@ sam_run_job_in_worker(PG_FUNCTION_ARGS)
 
 	give_up = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										  sam_job_wait_timeout_ms + SAM_JOB_GRACE_MS);
-	PG_TRY();
+	PG_ENSURE_ERROR_CLEANUP(leave_slot, Int32GetDatum(slot));
 	{
 		for (;;)
 		{
@@ -128,17 +147,7 @@ sam_run_job_in_worker(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 		}
 	}
-	PG_CATCH();
-	{
-		/* cancelled: leave the run to the worker */
-		SpinLockAcquire(&sam_shared->mutex);
-		sam_shared->slots[slot].requester = NULL;
-		if (sam_shared->slots[slot].state == SAM_SLOT_DONE)
-			sam_shared->slots[slot].state = SAM_SLOT_FREE;
-		SpinLockRelease(&sam_shared->mutex);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	PG_END_ENSURE_ERROR_CLEANUP(leave_slot, Int32GetDatum(slot));
 
 	PG_RETURN_INT64(run_id);
 }
@@ -192,9 +201,9 @@ sam_service_jobs(void)
 			Datum		args[2];
 			bool		isnull;
 
-			args[0] = CStringGetTextDatum(job);
-			args[1] = TimestampTzGetDatum(deadline);
 			sam_begin_tx("sam_ext: starting a job");
+			args[0] = CStringGetTextDatum(job);	/* in the transaction's memory */
+			args[1] = TimestampTzGetDatum(deadline);
 			if (SPI_execute_with_args("SELECT run_id, finished FROM sam._job_async_start($1, $2)",
 									  2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
 				SPI_processed != 1)

@@ -154,4 +154,25 @@ poll_until_ok($node,
 	'then it is recorded: the account is disconnected and the invitation held, not dead');
 $node->safe_psql('postgres', 'ALTER DATABASE postgres RESET lock_timeout');
 
+# ---- a job's caller killed while it waits leaves no slot behind ---------------------------
+# (the slot stayed 'done' for a caller that was gone: after eight such kills every job answered
+# "too many jobs are waiting for the worker" until the server restarted)
+mock_call($mock, 'POST', '/_mock/faults',
+	{ method => 'GET', path_prefix => '/api/v1/users/relations', delay_ms => 1000, count => -1 });
+my $caller = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT sam.check_relations()%' AND pid <> pg_backend_pid()";
+for my $k (1 .. 9)
+{
+	my $bg = $node->background_psql('postgres', on_error_stop => 0);
+	$bg->query_until(qr/started/, "\\echo started\nSELECT sam.check_relations();\n");
+	poll_until_ok($node, "SELECT count(*) = 1 FROM ($caller AND wait_event_type = 'Extension') s",
+		"job caller $k waits for the worker");
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend(pid) FROM ($caller) s");
+	eval { $bg->quit; };
+	poll_until_ok($node, "SELECT count(*) = 0 FROM sam.job_runs WHERE status = 'running'",
+		"the run of killed caller $k ends in the worker");
+}
+mock_call($mock, 'DELETE', '/_mock/faults');
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{success}, JSON::PP::true, 'after nine callers were killed while they waited, a job still gets a slot');
+
 done_testing();
