@@ -98,6 +98,8 @@ sam_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* prepared: COMMIT PREPARED (another session) wakes no one; the worker's poll finds it */
 			wake_at_commit = false;
 			break;
 		default:

@@ -129,6 +129,12 @@ load_api_key(void)
 		buf[--n] = '\0';
 	if (n > 0)
 		api_key = MemoryContextStrdup(TopMemoryContext, buf);
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("the Unipile API key file \"%s\" is empty",
+						sam_unipile_api_key_file),
+				 errhint("Requests are sent without an API key until the file holds one and the configuration is reloaded.")));
 	explicit_bzero(buf, sizeof(buf));
 }
 
@@ -512,13 +518,13 @@ complete_args(List *finished, Datum *args)
 		elapsed[i] = Float8GetDatum(req->elapsed_ms);
 		i++;
 	}
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	args[1] = PointerGetDatum(construct_array(statuses, n, INT4OID, 4, true, TYPALIGN_INT));
 	args[2] = PointerGetDatum(construct_md_array(bodies, body_nulls, 1, dims, lbs,
 												 TEXTOID, -1, false, TYPALIGN_INT));
 	args[3] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
 												 TEXTOID, -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(elapsed, n, FLOAT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[4] = PointerGetDatum(construct_array(elapsed, n, FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /*
