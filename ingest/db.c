@@ -318,6 +318,8 @@ db_prepare(DbThread *self, const char *sql, int nparams, char *name,
 		   PGresult **error)
 {
 	int			i;
+	uint64_t	h = 14695981039346656037u;
+	const char *c;
 
 	for (i = 0; i < self->nprepared; i++)
 		if (self->prepared[i] == sql)
@@ -325,15 +327,30 @@ db_prepare(DbThread *self, const char *sql, int nparams, char *name,
 	name[0] = '\0';
 	if (i == MAX_PREPARED)
 		return true;
-	snprintf(name, 32, "sam_ingest_%d", i);
+
+	/*
+	 * The name is the SQL text's (FNV-1a hash), not the order of first use:
+	 * behind a pooler in transaction mode, the server session under a
+	 * connection changes, and a name must mean the same statement in every
+	 * session, whichever client prepared it there first.
+	 */
+	for (c = sql; *c; c++)
+		h = (h ^ (unsigned char) *c) * 1099511628211u;
+	snprintf(name, 32, "sam_ingest_%016llx", (unsigned long long) h);
 	if (i == self->nprepared)
 	{
 		PGresult   *res = PQprepare(self->conn, name, sql, nparams, NULL);
 
 		if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
 		{
-			*error = res;
-			return false;
+			const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+			/* 42P05: that session has it already, under the same name: the same SQL */
+			if (state == NULL || strcmp(state, "42P05") != 0)
+			{
+				*error = res;
+				return false;
+			}
 		}
 		PQclear(res);
 		self->prepared[self->nprepared++] = sql;
