@@ -166,7 +166,7 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM sam.webhook_events WHERE p
 	for (1 .. 100)
 	{
 		# (the calls as log_statement shows them: the role's errors are not logged)
-		my @n = slurp_file($node->logfile) =~ /execute sam_ingest_\d+: SELECT sam\.ingest_webhook[^\n]*\n[^\n]*DETAIL:[^\n]*"m-if0"/g;
+		my @n = slurp_file($node->logfile) =~ /execute sam_ingest_[0-9a-f]+: SELECT sam\.ingest_webhook[^\n]*\n[^\n]*DETAIL:[^\n]*"m-if0"/g;
 		last if ($twice = (@n >= 2));
 		usleep(50_000);
 	}
