@@ -24,6 +24,7 @@ void		_PG_init(void);
 char	   *sam_database_name = NULL;
 char	   *sam_unipile_dsn = NULL;
 char	   *sam_unipile_api_key_file = NULL;
+bool		sam_allow_private_hook_addresses = false;
 int			sam_max_concurrency = 16;
 int			sam_batch_size = 100;
 int			sam_http_timeout_ms = 30000;
@@ -86,6 +87,16 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("sam.allow_private_hook_addresses",
+							 "Lets notification hooks reach loopback, link-local and private addresses.",
+							 "Off: a hook URL set by the application (sam.set_notification_url) cannot make "
+							 "the worker post to the database server's own network, such as a cloud metadata service.",
+							 &sam_allow_private_hook_addresses,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("sam.max_concurrency",
 							"Maximum number of Unipile requests in flight at once.",

@@ -89,6 +89,8 @@ sam.unipile_dsn = 'http://127.0.0.1:$mockport'
 sam.unipile_api_key_file = '$demo/unipile_api_key'
 sam.retry_base_delay = '200ms'
 sam.http_timeout = '5s'
+# the demo's notification hook is the mock's, on 127.0.0.1
+sam.allow_private_hook_addresses = on
 CONF
 as_pg pg_ctl -D "$demo/data" -l "$demo/postgres.log" -w start >/dev/null
 

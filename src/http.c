@@ -14,6 +14,9 @@
  */
 #include "postgres.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "miscadmin.h"
 #include "portability/instr_time.h"
 
@@ -146,6 +149,63 @@ prereq_callback(void *userp, char *primary_ip, char *local_ip,
 }
 
 /*
+ * address_is_private: loopback, unspecified, link-local (cloud metadata
+ * services), private networks (RFC 1918, carrier-grade NAT, IPv6 unique
+ * local), multicast and broadcast; IPv4-mapped IPv6 as its IPv4 address.
+ */
+static bool
+address_is_private(const struct sockaddr *sa)
+{
+	const unsigned char *a;
+
+	if (sa->sa_family == AF_INET)
+		a = (const unsigned char *) &((const struct sockaddr_in *) sa)->sin_addr;
+	else if (sa->sa_family == AF_INET6)
+	{
+		const unsigned char *b = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const unsigned char zero[15] = {0};
+
+		if (memcmp(b, mapped, 12) == 0)
+			a = b + 12;
+		else
+			return (memcmp(b, zero, 15) == 0 && b[15] <= 1) ||	/* :: and ::1 */
+				(b[0] & 0xfe) == 0xfc ||	/* fc00::/7 */
+				(b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||	/* fe80::/10 */
+				b[0] == 0xff;	/* multicast */
+	}
+	else
+		return true;
+	return a[0] == 0 || a[0] == 10 || a[0] == 127 ||
+		(a[0] == 100 && (a[1] & 0xc0) == 64) ||
+		(a[0] == 169 && a[1] == 254) ||
+		(a[0] == 172 && (a[1] & 0xf0) == 16) ||
+		(a[0] == 192 && a[1] == 168) ||
+		a[0] >= 224;
+}
+
+/*
+ * open_socket_callback opens the connection of a notification hook, unless
+ * its address is private and sam.allow_private_hook_addresses is off:
+ * refused before any connection is made, so that an application-set URL
+ * cannot reach the server's own network, nor tell its open ports from its
+ * closed ones.
+ */
+static curl_socket_t
+open_socket_callback(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	SamHttpRequest *req = (SamHttpRequest *) clientp;
+
+	if (purpose == CURLSOCKTYPE_IPCXN && !sam_allow_private_hook_addresses &&
+		address_is_private(&address->addr))
+	{
+		req->address_refused = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
  * sam_http_start sets up a libcurl easy handle for the request and adds it
  * to the multi handle; the transfer makes progress in sam_http_drive.
  */
@@ -260,6 +320,13 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L));
 	}
 
+	/* a notification hook (a URL the application set) may not reach private addresses */
+	if (req->external)
+	{
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_callback));
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req));
+	}
+
 	CURLM_CHECK(curl_multi_add_handle(multi, easy));
 	in_flight++;
 }
@@ -317,7 +384,10 @@ sam_http_drive(int timeout_ms, List **finished)
 
 			req->status = 0;
 			req->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
-			if (req->resend_refused)
+			if (req->address_refused)
+				req->error = pstrdup("invalid request: the hook's host has a private address (loopback, link-local or "
+									 "private network); not sent (sam.allow_private_hook_addresses)");
+			else if (req->resend_refused)
 				req->error = pstrdup("connection closed before an answer; the request is not sent again without a check");
 			else if (req->too_large)
 				req->error = psprintf("response larger than sam.max_response_size (%d bytes)",

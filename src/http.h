@@ -29,6 +29,7 @@ typedef struct SamHttpRequest
 	char	   *json_body;		/* NULL when none */
 	int			requests_sent;	/* times libcurl was about to send it */
 	bool		resend_refused; /* it wanted to send it again by itself */
+	bool		address_refused;	/* a hook whose address is private */
 	int			nform;			/* multipart/form-data fields, when > 0 */
 	char	  **form_names;
 	char	  **form_values;

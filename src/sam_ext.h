@@ -29,6 +29,7 @@ extern int	sam_job_wait_timeout_ms;
 extern int	sam_max_response_bytes;
 extern int	sam_retry_base_delay_ms;
 extern int	sam_workers;
+extern bool sam_allow_private_hook_addresses;
 
 /* the most worker processes sam.workers may ask for */
 #define SAM_MAX_WORKERS 8

@@ -15,7 +15,8 @@ use SamTest;
 use Test::More;
 
 my $mock = start_mock();
-my $node = new_sam_node('notifications', $mock);
+# the mock's hooks are on 127.0.0.1: allowed here (the default refuses private addresses, below)
+my $node = new_sam_node('notifications', $mock, conf => "sam.allow_private_hook_addresses = on\n");
 
 sub hook_posts
 {
@@ -110,6 +111,22 @@ poll_until_ok($node, "SELECT count(*) = 300 FROM sam.notifications WHERE dedupe_
 my $pid = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
 my $sockets = grep { (readlink($_) // '') =~ /^socket:/ } glob("/proc/$pid/fd/*");
 cmp_ok($sockets, '<', 40, "the worker holds $sockets sockets afterwards: the connections were closed, not cached");
+
+# ---- by default a hook may not reach a private address: refused before any connection ----
+$node->append_conf('postgresql.conf', "sam.allow_private_hook_addresses = off\n");
+$node->reload;
+poll_until_ok($node, "SELECT current_setting('sam.allow_private_hook_addresses') = 'off'", 'the setting is off');
+my $before = scalar(@{ hook_posts('/hooks/') });
+$node->safe_psql('postgres', "SELECT sam._notify('job_failing', 'private:1', 'to a private address', NULL, NULL, NULL)");
+is(json_query($node, 'SELECT sam.check_pending_notifications()')->{http_queued}, 1, 'a POST queued');
+poll_until_ok($node, "SELECT http_state = 'dead' FROM sam.notifications WHERE dedupe_key = 'private:1'",
+	'it is dead at once');
+like($node->safe_psql('postgres', "SELECT http_error FROM sam.notifications WHERE dedupe_key = 'private:1'"),
+	qr/private address.*not sent/, 'saying why');
+is($node->safe_psql('postgres', "SELECT o.attempts || ' ' || o.needs_check FROM sam.notifications n"
+	  . " JOIN sam.outbox o ON o.id = n.http_outbox_id WHERE n.dedupe_key = 'private:1'"), '1 false',
+	'after one attempt, with nothing to check');
+is(scalar(@{ hook_posts('/hooks/') }), $before, 'the hook received nothing');
 
 # ---- no key in any log ---------------------------------------------------------------
 # (the test's own statements are logged, log_statement = all: only the others count)
