@@ -3382,6 +3382,13 @@ BEGIN
     hint := CASE WHEN NOT ok THEN 'Check the webhooks registered at Unipile (POST /api/v1/webhooks) and the ingest (GET /healthz).' END;
     RETURN NEXT;
 
+    -- (webhook_events_failed_idx: the failed ones only)
+    SELECT count(*) INTO n FROM sam.webhook_events WHERE error IS NOT NULL;
+    "check" := 'webhooks applied'; ok := n = 0;
+    detail := CASE WHEN ok THEN 'no stored webhook failed to apply' ELSE n || ' stored webhooks failed to apply' END;
+    hint := CASE WHEN NOT ok THEN 'SELECT id, event, error FROM sam.webhook_events WHERE error IS NOT NULL; then SELECT sam.retry_webhooks();' END;
+    RETURN NEXT;
+
     SELECT count(*), string_agg(job, ', ') INTO n, t FROM sam.job_health WHERE late OR failures_24h > 0;
     "check" := 'jobs on time and succeeding'; ok := n = 0;
     detail := CASE WHEN ok THEN 'no job late or failing' ELSE 'late or failing: ' || t END;

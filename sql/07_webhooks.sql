@@ -90,9 +90,12 @@ CREATE FUNCTION sam._broken_hook() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN 
 CREATE TRIGGER broken BEFORE UPDATE ON sam.prospects FOR EACH ROW EXECUTE FUNCTION sam._broken_hook();
 SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-w", "user_provider_id": "ACoW2"}') - 'id';
 SELECT status, error FROM sam.webhook_events WHERE dedupe_key = 'new_relation:acc-w:ACoW2';
+-- the doctor says so, and what to do
+SELECT "check", ok, detail, hint FROM sam.doctor() WHERE "check" = 'webhooks applied';
 DROP TRIGGER broken ON sam.prospects;
 DROP FUNCTION sam._broken_hook();
 SELECT sam.retry_webhooks();
+SELECT "check", ok, detail FROM sam.doctor() WHERE "check" = 'webhooks applied';
 SELECT status, attempts FROM sam.webhook_events WHERE dedupe_key = 'new_relation:acc-w:ACoW2';
 SELECT status FROM sam.prospects WHERE provider_id = 'ACoW2';
 SELECT sam.retry_webhooks(0);
