@@ -151,7 +151,9 @@ prereq_callback(void *userp, char *primary_ip, char *local_ip,
 /*
  * address_is_private: loopback, unspecified, link-local (cloud metadata
  * services), private networks (RFC 1918, carrier-grade NAT, IPv6 unique
- * local), multicast and broadcast; IPv4-mapped IPv6 as its IPv4 address.
+ * local), multicast and broadcast; an IPv4 address carried in IPv6
+ * (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d, NAT64 64:ff9b::a.b.c.d) as
+ * that IPv4 address.
  */
 static bool
 address_is_private(const struct sockaddr *sa)
@@ -164,10 +166,14 @@ address_is_private(const struct sockaddr *sa)
 	{
 		const unsigned char *b = ((const struct sockaddr_in6 *) sa)->sin6_addr.s6_addr;
 		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 		static const unsigned char zero[15] = {0};
 
-		if (memcmp(b, mapped, 12) == 0)
+		if (memcmp(b, mapped, 12) == 0 || memcmp(b, nat64, 12) == 0 ||
+			(memcmp(b, zero, 12) == 0 && (b[12] | b[13]) != 0))
 			a = b + 12;
+		else if (b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0 && b[5] == 1)
+			return true;		/* 64:ff9b:1::/48, local-use NAT64 */
 		else
 			return (memcmp(b, zero, 15) == 0 && b[15] <= 1) ||	/* :: and ::1 */
 				(b[0] & 0xfe) == 0xfc ||	/* fc00::/7 */
@@ -202,6 +208,7 @@ open_socket_callback(void *clientp, curlsocktype purpose, struct curl_sockaddr *
 		req->address_refused = true;
 		return CURL_SOCKET_BAD;
 	}
+	req->address_tried = true;
 	return socket(address->family, address->socktype, address->protocol);
 }
 
@@ -325,6 +332,8 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	{
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket_callback));
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, req));
+		/* straight to the hook: through an http(s)_proxy, the address checked would be the proxy's */
+		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_PROXY, ""));
 	}
 
 	CURLM_CHECK(curl_multi_add_handle(multi, easy));
@@ -384,7 +393,8 @@ sam_http_drive(int timeout_ms, List **finished)
 
 			req->status = 0;
 			req->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
-			if (req->address_refused)
+			/* refused: only when no address was tried (a dual-stack host may have had others) */
+			if (req->address_refused && !req->address_tried)
 				req->error = pstrdup("invalid request: the hook's host has a private address (loopback, link-local or "
 									 "private network); not sent (sam.allow_private_hook_addresses)");
 			else if (req->resend_refused)

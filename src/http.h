@@ -30,6 +30,7 @@ typedef struct SamHttpRequest
 	int			requests_sent;	/* times libcurl was about to send it */
 	bool		resend_refused; /* it wanted to send it again by itself */
 	bool		address_refused;	/* a hook whose address is private */
+	bool		address_tried;	/* a socket was opened to one of its addresses */
 	int			nform;			/* multipart/form-data fields, when > 0 */
 	char	  **form_names;
 	char	  **form_values;
