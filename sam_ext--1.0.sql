@@ -2397,7 +2397,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION sam.ingest_webhook(text, text) IS 'Stores a Unipile webhook once and applies it at once (the ingest''s only call)';
 
--- sam._apply_webhook_event applies a stored event; a failure is kept on its row, never raised
+-- sam._apply_webhook_event applies a stored event; a failure is kept on its row, except a deadlock
+-- or a lock (raised: see sam._apply_webhook_row)
 CREATE FUNCTION sam._apply_webhook_event(p_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -2451,9 +2452,13 @@ BEGIN
     FOR w IN SELECT id FROM sam.webhook_events WHERE status = 'failed' AND error IS NOT NULL ORDER BY id LIMIT max_events
              FOR UPDATE SKIP LOCKED LOOP
         n := n + 1;
-        IF sam._apply_webhook_event(w.id)->>'status' <> 'failed' THEN
-            ok := ok + 1;
-        END IF;
+        BEGIN
+            IF sam._apply_webhook_event(w.id)->>'status' <> 'failed' THEN
+                ok := ok + 1;
+            END IF;
+        EXCEPTION WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
+            NULL;       -- (raised, not kept: that event stays failed, the others are applied)
+        END;
     END LOOP;
     RETURN jsonb_build_object('success', true, 'retried', n, 'applied', ok, 'still_failing', n - ok);
 END $$;
