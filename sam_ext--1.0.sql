@@ -77,7 +77,7 @@ LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'sam_url_encode'
  * is returned as it is, with no subtransaction.
  */
 CREATE FUNCTION sam._url_decode(s text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     b bytea;
@@ -954,7 +954,9 @@ BEGIN
         END LOOP;
     END IF;
     pid := nullif(btrim(item->>'provider_id'), '');
-    pub := nullif(lower(sam._url_decode(btrim(item->>'public_identifier'))), '');
+    pub := btrim(item->>'public_identifier');
+    -- (the call only when there is something to decode: a plpgsql call per item costs)
+    pub := nullif(lower(CASE WHEN strpos(pub, '%') > 0 THEN sam._url_decode(pub) ELSE pub END), '');
     IF pub IS NULL AND nullif(btrim(item->>'public_identifier'), '') IS NOT NULL THEN
         RETURN jsonb_build_object('error', 'invalid public_identifier: its percent-encoding is not UTF-8');
     END IF;
@@ -968,7 +970,7 @@ BEGIN
             RETURN jsonb_build_object('error', 'invalid profile_url: must look like https://www.linkedin.com/in/<public-identifier>/');
         END IF;
         -- (percent-decoded: the URL of josé-p is .../in/jos%C3%A9-p/)
-        m[1] := lower(sam._url_decode(m[1]));
+        m[1] := lower(CASE WHEN strpos(m[1], '%') > 0 THEN sam._url_decode(m[1]) ELSE m[1] END);
         IF m[1] IS NULL THEN
             RETURN jsonb_build_object('error', 'invalid profile_url: its percent-encoding is not UTF-8');
         END IF;
@@ -1040,14 +1042,17 @@ BEGIN
 
     -- taken before the refusal checks: an erasure (SHARE ROW EXCLUSIVE) either
     -- finished, and its suppression is seen below, or waits for this import
-    LOCK TABLE sam.prospects IN ROW EXCLUSIVE MODE;
     /*
      * One import at a time per account, until its transaction ends: two
      * transactions importing the same people in different orders would each
      * wait, on the account's unique keys, for a person the other inserted
-     * (specs/import_deadlock.spec).  Other accounts' imports do not wait.
+     * (specs/import_deadlock.spec).  Other accounts' imports do not wait (a
+     * transaction that imports into several accounts should take them in
+     * account order).  Taken before the table lock, so that an import
+     * waiting here holds nothing an erasure would wait for.
      */
     PERFORM pg_advisory_xact_lock(hashtext('sam_ext.import'), hashtext(c.account_id));
+    LOCK TABLE sam.prospects IN ROW EXCLUSIVE MODE;
     -- with no erasure and no do-not-contact entry, no item is looked up in them (15 us an item)
     screening := EXISTS (SELECT 1 FROM sam.suppressions) OR EXISTS (SELECT 1 FROM sam.do_not_contact);
     /*
