@@ -2250,6 +2250,10 @@ BEGIN
             UPDATE sam.prospects SET provider_id = p->>'user_provider_id' WHERE id = pr.id;
             -- known until now by public identifier only: the provider id may be refused
             why := sam._refuse_prospect(pr.id);
+            IF why LIKE 'erased on request%' THEN
+                -- this webhook names them too: it goes with them (its row's update finds nothing)
+                DELETE FROM sam.webhook_events w WHERE w.id = e.id;
+            END IF;
             IF why IS NOT NULL THEN
                 RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'refused',
                                           'reason', why);
@@ -3945,23 +3949,39 @@ END $$;
 
 /*
  * sam._names_person: whether a JSON document (a webhook, a call's answer)
- * names one of the person's keys (provider id, public identifier, chat id):
- * a string value equal to one, ignoring case, or a LinkedIn profile URL of
- * one.  Whole values only: an erasure of "john" must not remove the events
- * of johnson, nor those of a message whose text says "john".
+ * names the person: a string value equal to one of their keys (identifiers,
+ * chat ids), ignoring case and percent-encoding, or a LinkedIn profile URL
+ * of one; or a string containing one of their tokens (provider ids and chat
+ * ids: long, unique) as a word of its own, as in urn:li:fsd_profile:ACo...
+ * or an answer kept as raw text.  Public identifiers match whole values
+ * only: an erasure of "john" must not remove the events of johnson, nor a
+ * message that says "hi john".
  */
-CREATE FUNCTION sam._names_person(doc jsonb, keys text[]) RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+CREATE FUNCTION sam._names_person(doc jsonb, keys text[], tokens text[] DEFAULT '{}') RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT EXISTS (
+DECLARE
+    lkeys text[] := ARRAY(SELECT lower(k) FROM unnest(keys) k WHERE k IS NOT NULL AND k <> '');
+    re text;
+BEGIN
+    IF doc IS NULL THEN
+        RETURN false;
+    END IF;
+    -- one pattern for every token, each escaped (a backslash before anything but [a-z0-9_-])
+    SELECT '(^|[^a-z0-9_-])(' || string_agg(regexp_replace(lower(t), '([^a-z0-9_-])', '\\\1', 'g'), '|')
+           || ')($|[^a-z0-9_-])'
+      INTO re
+      FROM unnest(tokens) t WHERE t IS NOT NULL AND t <> '';
+    RETURN EXISTS (
         SELECT 1
           FROM jsonb_path_query(doc, 'strict $.** ? (@.type() == "string")') s(v)
          CROSS JOIN LATERAL (SELECT lower(s.v #>> '{}') AS t) x
-         WHERE x.t = ANY (SELECT lower(k) FROM unnest(keys) k)
+         WHERE x.t = ANY (lkeys)
+            OR (strpos(x.t, '%') > 0 AND lower(sam._url_decode(x.t)) = ANY (lkeys))
             OR (x.t LIKE '%linkedin.com/in/%'
-                AND lower(sam._url_decode(substring(x.t FROM 'linkedin\.com/in/([^/?#\s]+)')))
-                    = ANY (SELECT lower(k) FROM unnest(keys) k)))
-$$;
+                AND lower(sam._url_decode(substring(x.t FROM 'linkedin\.com/in/([^/?#\s]+)'))) = ANY (lkeys))
+            OR (re IS NOT NULL AND x.t ~ re));
+END $$;
 
 CREATE FUNCTION sam.erase_person(identifier text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -3971,7 +3991,10 @@ DECLARE
     v text := who->>'value';
     ids bigint[];
     keys text[];
+    more_ids bigint[];
+    more_keys text[];
     chats text[];
+    tokens text[];
     n_prospects integer;
     n_outbox integer;
     n_scrubbed integer;
@@ -3987,8 +4010,25 @@ BEGIN
       FROM sam.prospects p
       LEFT JOIN LATERAL unnest(ARRAY[p.provider_id, p.public_identifier]) k ON true
      WHERE p.public_identifier = lower(v) OR (who->>'kind' = 'any' AND p.provider_id = v);
-    SELECT coalesce(array_agg(DISTINCT p.chat_id) FILTER (WHERE p.chat_id IS NOT NULL), '{}') INTO chats
+    -- the same person as a prospect of another account, known there by their other identifier
+    -- (found by URL here, by provider id there): until no new one turns up
+    LOOP
+        SELECT coalesce(array_agg(DISTINCT p.id), '{}'),
+               coalesce(array_agg(DISTINCT k) FILTER (WHERE k IS NOT NULL), '{}')
+          INTO more_ids, more_keys
+          FROM sam.prospects p
+          LEFT JOIN LATERAL unnest(ARRAY[p.provider_id, p.public_identifier]) k ON true
+         WHERE (p.provider_id = ANY (keys) OR p.public_identifier = ANY (keys)) AND p.id <> ALL (ids);
+        EXIT WHEN cardinality(more_ids) = 0;
+        ids := ids || more_ids;
+        keys := ARRAY(SELECT DISTINCT k FROM unnest(keys || more_keys) k);
+    END LOOP;
+    SELECT coalesce(array_agg(DISTINCT p.chat_id) FILTER (WHERE p.chat_id IS NOT NULL), '{}'),
+           coalesce(array_agg(DISTINCT p.provider_id) FILTER (WHERE p.provider_id IS NOT NULL), '{}')
+      INTO chats, tokens
       FROM sam.prospects p WHERE p.id = ANY (ids);
+    -- found in text as words of their own: provider ids (the one given too, when it looks like one) and chats
+    tokens := tokens || chats || CASE WHEN who->>'kind' = 'any' AND v ~ '^AC[A-Za-z0-9_-]{14,}$' THEN ARRAY[v] ELSE '{}' END;
     keys := keys || ARRAY[v, lower(v)];
 
     -- whatever is queued or finished for them goes; a call already in flight goes out, its answer is dropped
@@ -3999,9 +4039,9 @@ BEGIN
     GET DIAGNOSTICS n_outbox = ROW_COUNT;
     -- other calls whose bodies name them (pages of relations), and the webhooks that do
     UPDATE sam.outbox o SET response = NULL, bodies_removed_at = sam.now()
-     WHERE o.response IS NOT NULL AND sam._names_person(o.response, keys || chats);
+     WHERE o.response IS NOT NULL AND sam._names_person(o.response, keys || chats, tokens);
     GET DIAGNOSTICS n_scrubbed = ROW_COUNT;
-    DELETE FROM sam.webhook_events w WHERE sam._names_person(w.payload, keys || chats);
+    DELETE FROM sam.webhook_events w WHERE sam._names_person(w.payload, keys || chats, tokens);
     GET DIAGNOSTICS n_webhooks = ROW_COUNT;
     DELETE FROM sam.notifications x WHERE x.prospect_id = ANY (ids);
     GET DIAGNOSTICS n_notifications = ROW_COUNT;

@@ -152,6 +152,14 @@ SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-o", "use
 SELECT p.provider_id, p.status, p.last_error,
        (SELECT string_agg(o.kind || ' ' || o.state, ', ' ORDER BY o.id) FROM sam.outbox o WHERE o.prospect_id = p.id) AS calls
   FROM sam.prospects p WHERE p.public_identifier = 'late-webhook';
+-- an erased person named by a webhook, known here by public identifier only: removed, and the
+-- webhook that named them too
+SELECT sam.erase_person('ACoERASEDHOOK')->'removed'->'prospects' AS erased_hook_before_known;
+SELECT (sam.add_prospects(:cid, '[{"public_identifier": "late-erased-hook"}]'))->>'inserted' AS inserted;
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-o", "user_provider_id": "ACoERASEDHOOK",
+                            "user_public_identifier": "late-erased-hook"}') - 'event_id' - 'id' - 'prospect_id' AS webhook;
+SELECT (SELECT count(*) FROM sam.prospects WHERE public_identifier = 'late-erased-hook') AS prospects_left,
+       (SELECT count(*) FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoERASEDHOOK') AS webhooks_left;
 -- (removed again, so that the later tests see the lists and the queue as before)
 DELETE FROM sam.outbox o USING sam.prospects p WHERE p.id = o.prospect_id AND p.public_identifier LIKE 'late-%';
 DELETE FROM sam.prospects WHERE public_identifier LIKE 'late-%';

@@ -189,6 +189,20 @@ SELECT sam.erase_person('john')->'removed'->'webhook_events' AS removed_events;
 SELECT coalesce(payload->>'user_provider_id', payload->>'message_id') AS kept FROM sam.webhook_events
  WHERE payload->>'user_provider_id' IN ('ACoJOHNSON', 'ACoJOHN2') OR payload->>'message_id' = 'm-j1' ORDER BY 1;
 SELECT sam.erase_person('e')->'removed' AS one_letter;
+-- one person, a prospect of two accounts: by URL in one (with their provider id), by provider id only
+-- in the other; an erasure by URL finds both, and what names the provider id inside text
+SELECT sam.create_account('acc-g2')->>'success' AS second_account;
+SELECT (sam.add_prospects(:ecid, '[{"provider_id": "ACoEVEXAAAAAAAAAAAAA", "public_identifier": "eve-x"}]'))->>'inserted' AS in_g;
+SELECT (sam.add_prospects((sam.create_campaign('acc-g2', 'Erase two')->>'campaign_id')::bigint,
+                          '[{"provider_id": "ACoEVEXAAAAAAAAAAAAA"}]'))->>'inserted' AS in_g2;
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, response, state, finished_at)
+VALUES ('acc-g2', 'relations_page', 'eve-raw', '{}', '{"raw": "<html>urn:li:fsd_profile:ACoEVEXAAAAAAAAAAAAA,x</html>"}', 'done', sam.now()),
+       ('acc-g2', 'relations_page', 'eve-other', '{}', '{"raw": "<html>ACoEVEXAAAAAAAAAAAAAB</html>"}', 'done', sam.now()),
+       ('acc-g2', 'relations_page', 'eve-encoded', '{}', '{"items": [{"public_identifier": "eve%2Dx"}]}', 'done', sam.now());
+SELECT sam.erase_person('https://www.linkedin.com/in/eve-x/')->'removed' AS both_accounts;
+SELECT count(*) AS eve_left FROM sam.prospects WHERE provider_id = 'ACoEVEXAAAAAAAAAAAAA' OR public_identifier = 'eve-x';
+SELECT idempotency_key, response IS NULL AS scrubbed FROM sam.outbox WHERE idempotency_key LIKE 'eve-%' ORDER BY 1;
+SELECT sam.delete_account('acc-g2')->>'success' AS cleaned;
 -- percent-encoded profile URLs name the decoded identifier, in erasures, imports and the do-not-contact list
 SELECT sam.erase_person('https://www.linkedin.com/in/jos%C3%A9-p/')->'removed'->'prospects' AS encoded;
 SELECT sam.add_prospects(:ecid, '[{"public_identifier": "josé-p"}, {"profile_url": "https://www.linkedin.com/in/JOS%C3%A9-p"},
