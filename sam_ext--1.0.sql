@@ -2386,9 +2386,11 @@ BEGIN
      * applied is applied again, which changes nothing.
      */
     IF p ? 'AccountStatus' AND p->>'event' IS NULL THEN
+        -- (read under the account's lock, which applying the status takes anyway: two statuses at
+        -- once are keyed one after the other, each with the state the other left)
         key := 'account_status:' || md5(p::text) || ':'
                || coalesce((SELECT extract(epoch FROM a.status_changed_at)::text FROM sam.accounts a
-                             WHERE a.account_id = p->'AccountStatus'->>'account_id'), 'none');
+                             WHERE a.account_id = p->'AccountStatus'->>'account_id' FOR UPDATE), 'none');
     END IF;
     INSERT INTO sam.webhook_events AS w (source, event, account_id, dedupe_key, payload)
     VALUES (source,
