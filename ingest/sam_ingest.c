@@ -371,12 +371,25 @@ parse_config(int argc, char **argv)
 				exit(0);
 			default:
 				{
-					/* name the option, never its value */
+					/*
+					 * Name the option, never its value.  The previous argument
+					 * is the culprit only when it is the long option whose
+					 * value is missing: inside a cluster of short options
+					 * ("-zX"), getopt has not moved past it yet, and
+					 * argv[optind - 1] is whatever came before.
+					 */
 					const char *arg = argv[optind - 1];
+					size_t		len = strcspn(arg, "=");
+					const struct option *o;
+					bool		long_form = false;
 
 					if (strncmp(arg, "--", 2) == 0)
-						die_usage("unknown option or missing value: %.*s",
-								  (int) strcspn(arg, "="), arg);
+						for (o = options; o->name != NULL; o++)
+							if (strlen(o->name) == len - 2 &&
+								strncmp(o->name, arg + 2, len - 2) == 0)
+								long_form = (optopt == 0 || optopt == o->val);
+					if (long_form)
+						die_usage("unknown option or missing value: %.*s", (int) len, arg);
 					die_usage("unknown option: -%c", optopt ? optopt : '?');
 				}
 		}

@@ -139,6 +139,11 @@ for bad in "--webhook-secret=$WSECRET" "--webhook-secre=$WSECRET" "-s$WSECRET"; 
 	rc=$?
 	if [ "$rc" = 2 ] && ! grep -qF -- "$WSECRET" <<<"$out"; then pass; else fail "bad flag: rc $rc, $out"; fi
 done
+# after a long option with its value, the short option is named (not the long one before it)
+out=$("$BIN" --database-url "$CLUSTER_INGEST_URL" --listen=127.0.0.1 "-z$WSECRET" 2>&1)
+if grep -q 'unknown option: -z' <<<"$out" && ! grep -qF -- "$WSECRET" <<<"$out"; then pass; else fail "short after long: $out"; fi
+out=$("$BIN" --database-url "$CLUSTER_INGEST_URL" --listen 2>&1)
+if grep -q 'missing value: --listen' <<<"$out"; then pass; else fail "missing value: $out"; fi
 
 # --- the banner
 [ "$(wc -l <"$TMP/out")" = 1 ] && pass || fail "stdout is not exactly one line: $(cat "$TMP/out")"
