@@ -1600,9 +1600,16 @@ BEGIN
                   AND (o.needs_check
                        OR (o.kind IN ('invite', 'resolve_profile', 'start_chat', 'send_message') AND p.id IS NULL)
                        OR (o.kind = 'invite' AND p.status <> 'pending')
+                       OR (o.kind = 'withdraw_invite' AND p.status <> 'connection_request_sent')
                        OR (o.kind IN ('start_chat', 'send_message')
                            AND (p.status <> 'connected'
                                 OR p.follow_up_sequence_index <> (o.context->>'step')::integer - 1)))) THEN
+        -- a withdrawal only of an invitation still waiting (not accepted, replied to, or withdrawn)
+        UPDATE sam.outbox o SET state = 'cancelled', finished_at = now_t, updated_at = now_t,
+                                error = format('prospect is %s: the invitation no longer waits', p.status)
+          FROM sam.prospects p
+         WHERE o.id = ANY (ids) AND o.kind = 'withdraw_invite' AND NOT o.needs_check
+           AND p.id = o.prospect_id AND p.status <> 'connection_request_sent';
         -- an invitation is only for a prospect that is still pending
         UPDATE sam.outbox o SET state = 'cancelled', error = 'prospect is no longer pending', finished_at = now_t,
                                 updated_at = now_t
@@ -1813,7 +1820,14 @@ BEGIN
                (SELECT (c.follow_ups->0->>'delay')::interval FROM sam.campaigns c WHERE c.id = p.campaign_id),
                interval '24 hours')
      WHERE p.id = p_id AND p.status IN ('pending', 'connection_request_sent');
-    RETURN FOUND;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- accepted: a withdrawal queued for the invitation (it was stale) must not go out
+    UPDATE sam.outbox SET state = 'cancelled', error = 'the invitation was accepted', finished_at = sam.now(),
+                          updated_at = sam.now()
+     WHERE prospect_id = p_id AND kind = 'withdraw_invite' AND state IN ('queued', 'failed') AND NOT needs_check;
+    RETURN true;
 END $$;
 
 /*
@@ -2332,7 +2346,8 @@ AS $$
 DECLARE
     cancelled integer;
 BEGIN
-    IF pr.status NOT IN ('pending', 'connection_request_sent', 'connected') THEN
+    -- (a completed sequence's prospect who writes back replied too: the funnel and the app want it)
+    IF pr.status NOT IN ('pending', 'connection_request_sent', 'connected', 'completed') THEN
         UPDATE sam.prospects SET chat_id = coalesce(chat_id, p_chat_id) WHERE id = pr.id;
         RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'none',
                                   'reason', format('prospect is already %s', pr.status));
@@ -2343,8 +2358,8 @@ BEGIN
            connected_at = coalesce(connected_at, at_t), connected_via = coalesce(connected_via, 'reply')
      WHERE id = pr.id;
     UPDATE sam.outbox SET state = 'cancelled', error = 'the prospect replied', finished_at = at_t, updated_at = at_t
-     WHERE prospect_id = pr.id AND kind IN ('start_chat', 'send_message', 'invite') AND state IN ('queued', 'failed')
-       AND NOT needs_check;
+     WHERE prospect_id = pr.id AND kind IN ('start_chat', 'send_message', 'invite', 'withdraw_invite')
+       AND state IN ('queued', 'failed') AND NOT needs_check;
     GET DIAGNOSTICS cancelled = ROW_COUNT;
     RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'replied',
                               'cancelled_calls', cancelled);

@@ -160,6 +160,34 @@ SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-o", "use
                             "user_public_identifier": "late-erased-hook"}') - 'event_id' - 'id' - 'prospect_id' AS webhook;
 SELECT (SELECT count(*) FROM sam.prospects WHERE public_identifier = 'late-erased-hook') AS prospects_left,
        (SELECT count(*) FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoERASEDHOOK') AS webhooks_left;
+-- a withdrawal queued for a stale invitation is cancelled when the invitation turns out accepted
+-- (webhook) or the prospect replies, and at the claim when it no longer waits; a prospect whose
+-- sequence completed and who writes back has replied (all three were lost or sent before)
+SELECT (sam.add_prospects(:cid, '[{"provider_id": "ACoWDA"}, {"provider_id": "ACoWDB"}, {"provider_id": "ACoWDC"}]'))->>'inserted' AS inserted;
+UPDATE sam.prospects SET status = 'connection_request_sent', invited_at = sam.now() - interval '40 days',
+                         invitation_id = 'inv-' || provider_id WHERE provider_id IN ('ACoWDA', 'ACoWDB');
+UPDATE sam.prospects SET status = 'completed', completed_at = sam.now(), connected_at = sam.now() - interval '20 days'
+ WHERE provider_id = 'ACoWDC';
+INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, not_before)
+SELECT 'acc-o', p.campaign_id, p.id, 'withdraw_invite', 'withdraw:' || p.id,
+       jsonb_build_object('method', 'DELETE', 'path', '/api/v1/users/invite/sent/' || p.invitation_id), sam.now()
+  FROM sam.prospects p WHERE p.provider_id IN ('ACoWDA', 'ACoWDB');
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-o", "user_provider_id": "ACoWDA"}')->>'transition' AS accepted;
+UPDATE sam.prospects SET status = 'replied', replied_at = sam.now() WHERE provider_id = 'ACoWDB';    -- (by hand: the claim sees it)
+BEGIN;     -- (the claim takes other due rows too: rolled back for the later tests)
+SELECT count(*) AS withdrawals_claimed FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.kind = 'withdraw_invite';
+SELECT p.provider_id, p.status, o.state, o.error FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.kind = 'withdraw_invite' AND p.provider_id LIKE 'ACoWD%' ORDER BY 1;
+ROLLBACK;
+SELECT sam.ingest_webhook('{"event": "message_received", "account_id": "acc-o", "chat_id": "chat-wdc", "message_id": "m-wdc",
+                            "message": "thanks, interested now", "sender": {"attendee_provider_id": "ACoWDC"}}')->>'transition' AS after_completed;
+SELECT status, replied_at IS NOT NULL AS replied_at, completed_at IS NOT NULL AS completed_at, chat_id,
+       (SELECT count(*) FROM sam.notifications n WHERE n.prospect_id = p.id AND n.event = 'prospect_replied') AS notified
+  FROM sam.prospects p WHERE provider_id = 'ACoWDC';
+DELETE FROM sam.notifications n USING sam.prospects p WHERE p.id = n.prospect_id AND p.provider_id LIKE 'ACoWD%';
+DELETE FROM sam.outbox o USING sam.prospects p WHERE p.id = o.prospect_id AND p.provider_id LIKE 'ACoWD%';
+DELETE FROM sam.prospects WHERE provider_id LIKE 'ACoWD%';
+DELETE FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoWDA' OR payload->>'message_id' = 'm-wdc';
 -- (removed again, so that the later tests see the lists and the queue as before)
 DELETE FROM sam.outbox o USING sam.prospects p WHERE p.id = o.prospect_id AND p.public_identifier LIKE 'late-%';
 DELETE FROM sam.prospects WHERE public_identifier LIKE 'late-%';
