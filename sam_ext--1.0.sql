@@ -2815,18 +2815,30 @@ BEGIN
                     'stop_before_ms', floor(extract(epoch FROM coalesce(a.oldest, now_t) - interval '1 hour') * 1000)));
     END LOOP;
 
+    /*
+     * The 50 oldest that can be withdrawn: known by their invitation id, and
+     * not withdrawn before (a withdrawal that ended, dead or 404, is not made
+     * again).  The others used to take the 50 places run after run, and then
+     * no invitation was ever withdrawn again.
+     */
+    SELECT count(*) INTO stale_without_id
+      FROM sam.prospects pr
+      JOIN sam.campaigns c ON c.id = pr.campaign_id
+      JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
+     WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
+       AND pr.invitation_id IS NULL;
     FOR p IN SELECT pr.id, pr.account_id, pr.campaign_id, pr.invitation_id
                FROM sam.prospects pr
                JOIN sam.campaigns c ON c.id = pr.campaign_id
                JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
               WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
+                AND pr.invitation_id IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM sam.outbox o
+                                 WHERE o.account_id = pr.account_id AND o.idempotency_key = 'withdraw:' || pr.id
+                                OFFSET 0)
               ORDER BY pr.invited_at
               LIMIT 50                     -- withdrawals per run: LinkedIn watches them too
     LOOP
-        IF p.invitation_id IS NULL THEN
-            stale_without_id := stale_without_id + 1;
-            CONTINUE;
-        END IF;
         INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
         VALUES (p.account_id, p.campaign_id, p.id, 'withdraw_invite', 'withdraw:' || p.id,
                 jsonb_build_object('method', 'DELETE',

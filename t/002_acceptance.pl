@@ -138,6 +138,25 @@ is($r->{skipped}, JSON::PP::true, 'a second run while one is waiting is skipped'
 like($r->{reason}, qr/another run of check-relations is in progress/, 'and says why');
 $bg->quit;
 mock_call($mock, 'DELETE', '/_mock/faults');
+# (the slow run ends before the next one)
+poll_until_ok($node, "SELECT count(*) = 0 FROM sam.job_runs WHERE status = 'running'", 'the slow run ended');
+
+# ---- invitations that cannot be withdrawn do not take the withdrawals' places ----------
+# (fifty older ones without an invitation id took the 50 places of every run: nothing else was
+# ever withdrawn again)
+$node->safe_psql('postgres',
+	"SELECT sam.create_account('acc-stale', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', "
+	  . "work_end => '00:00', spacing_min => '0', spacing_max => '0', daily_invite_cap => 100, weekly_invite_cap => 200)");
+invite_all('acc-stale', map { "ACoSTALE$_" } 1 .. 51);
+$node->safe_psql('postgres', "UPDATE sam.prospects SET invitation_id = NULL, invited_at = invited_at - interval '1 hour'"
+	  . " WHERE provider_id LIKE 'ACoSTALE%' AND provider_id <> 'ACoSTALE51'");
+$node->safe_psql('postgres', "SELECT sam.advance_clock('22 days')");
+$r = json_query($node, 'SELECT sam.check_relations()');
+ok($r->{withdrawn} >= 1, "invitations withdrawn ($r->{withdrawn})");
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoSTALE51'"), 'withdrawn',
+	'the newer one that can be withdrawn is withdrawn, behind fifty older ones that cannot');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE provider_id LIKE 'ACoSTALE%' AND status = 'connection_request_sent'"),
+	'50', 'those fifty still wait (no id to withdraw them by)');
 
 $node->stop;
 $mock->{handle}->kill_kill;
