@@ -1342,6 +1342,28 @@ BEGIN
 END $$;
 
 /*
+ * sam._remove_prospects removes prospects with their calls, queued or
+ * finished (a call in flight goes out, its answer is dropped), and their
+ * notifications with the calls that deliver them.  Used by erase_person,
+ * and for a prospect found to be an erased person later (_refuse_prospect).
+ */
+CREATE FUNCTION sam._remove_prospects(ids bigint[], OUT n_outbox integer, OUT n_notifications integer,
+                                      OUT n_prospects integer)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM sam.outbox o
+     WHERE o.prospect_id = ANY (ids)
+        OR (o.kind = 'notify' AND (o.context->>'notification_id')::bigint IN
+              (SELECT x.id FROM sam.notifications x WHERE x.prospect_id = ANY (ids)));
+    GET DIAGNOSTICS n_outbox = ROW_COUNT;
+    DELETE FROM sam.notifications x WHERE x.prospect_id = ANY (ids);
+    GET DIAGNOSTICS n_notifications = ROW_COUNT;
+    DELETE FROM sam.prospects p WHERE p.id = ANY (ids);
+    GET DIAGNOSTICS n_prospects = ROW_COUNT;
+END $$;
+
+/*
  * sam._refusal: why the person a provider id (or public identifier) names
  * may not be contacted, NULL when they may: erased on request (a hash on
  * the suppression list) or on the do-not-contact list.  add_prospects makes
@@ -1384,12 +1406,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF why LIKE 'erased on request%' THEN
-        DELETE FROM sam.outbox o
-         WHERE o.prospect_id = pr.id
-            OR (o.kind = 'notify' AND (o.context->>'notification_id')::bigint IN
-                  (SELECT x.id FROM sam.notifications x WHERE x.prospect_id = pr.id));
-        DELETE FROM sam.notifications x WHERE x.prospect_id = pr.id;
-        DELETE FROM sam.prospects WHERE id = pr.id;
+        PERFORM sam._remove_prospects(ARRAY[pr.id]);
         INSERT INTO sam.suppressions (hash)
         SELECT DISTINCT sam._identity_hash(k) FROM unnest(ARRAY[pr.provider_id, pr.public_identifier]) k
          WHERE k IS NOT NULL
@@ -1980,7 +1997,8 @@ BEGIN
                                                          THEN jsonb_build_object('raw', left(p_body, 1000)) END)
      WHERE id = o.id;
 
-    -- refused by the worker before anything was sent (no method or path): final, nothing to check
+    -- refused by the worker before anything was sent (no method or path, a hook's private address):
+    -- final, nothing to check
     IF p_error LIKE 'invalid request:%' THEN
         PERFORM sam._dead(o, 'invalid_request', p_error);
         RETURN;
@@ -4033,14 +4051,10 @@ DECLARE
 BEGIN
     -- imports of the same person wait, or are seen (see add_prospects)
     LOCK TABLE sam.prospects IN SHARE ROW EXCLUSIVE MODE;
-    SELECT coalesce(array_agg(p.id), '{}'),
-           coalesce(array_agg(DISTINCT k) FILTER (WHERE k IS NOT NULL), '{}')
-      INTO ids, keys
-      FROM sam.prospects p
-      LEFT JOIN LATERAL unnest(ARRAY[p.provider_id, p.public_identifier]) k ON true
-     WHERE p.public_identifier = lower(v) OR (who->>'kind' = 'any' AND p.provider_id = v);
-    -- the same person as a prospect of another account, known there by their other identifier
-    -- (found by URL here, by provider id there): until no new one turns up
+    -- their prospects, by the identifier given, then by the other identifiers those have (the same
+    -- person in another account, found by URL here and by provider id there): until no new one turns up
+    ids := '{}';
+    keys := ARRAY[v, lower(v)];
     LOOP
         SELECT coalesce(array_agg(DISTINCT p.id), '{}'),
                coalesce(array_agg(DISTINCT k) FILTER (WHERE k IS NOT NULL), '{}')
@@ -4058,24 +4072,16 @@ BEGIN
       FROM sam.prospects p WHERE p.id = ANY (ids);
     -- found in text as words of their own: provider ids (the one given too, when it looks like one) and chats
     tokens := tokens || chats || CASE WHEN who->>'kind' = 'any' AND v ~ '^AC[A-Za-z0-9_-]{14,}$' THEN ARRAY[v] ELSE '{}' END;
-    keys := keys || ARRAY[v, lower(v)];
 
-    -- whatever is queued or finished for them goes; a call already in flight goes out, its answer is dropped
-    DELETE FROM sam.outbox o
-     WHERE o.prospect_id = ANY (ids)
-        OR (o.kind = 'notify' AND (o.context->>'notification_id')::bigint IN
-              (SELECT x.id FROM sam.notifications x WHERE x.prospect_id = ANY (ids)));
-    GET DIAGNOSTICS n_outbox = ROW_COUNT;
+    -- whatever is queued or finished for them goes
+    SELECT r.n_outbox, r.n_notifications, r.n_prospects INTO n_outbox, n_notifications, n_prospects
+      FROM sam._remove_prospects(ids) r;
     -- other calls whose bodies name them (pages of relations), and the webhooks that do
     UPDATE sam.outbox o SET response = NULL, bodies_removed_at = sam.now()
      WHERE o.response IS NOT NULL AND sam._names_person(o.response, keys || chats, tokens);
     GET DIAGNOSTICS n_scrubbed = ROW_COUNT;
     DELETE FROM sam.webhook_events w WHERE sam._names_person(w.payload, keys || chats, tokens);
     GET DIAGNOSTICS n_webhooks = ROW_COUNT;
-    DELETE FROM sam.notifications x WHERE x.prospect_id = ANY (ids);
-    GET DIAGNOSTICS n_notifications = ROW_COUNT;
-    DELETE FROM sam.prospects p WHERE p.id = ANY (ids);
-    GET DIAGNOSTICS n_prospects = ROW_COUNT;
 
     INSERT INTO sam.suppressions (hash)
     SELECT DISTINCT sam._identity_hash(k) FROM unnest(keys) k
