@@ -274,6 +274,22 @@ xstrdup(const char *s)
 }
 
 /*
+ * long_option finds the option a "--name" or "--name=value" argument names
+ * by its full name (NULL when none); *len is the length of "--name".
+ */
+static const struct option *
+long_option(const struct option *options, const char *arg, size_t *len)
+{
+	const struct option *o;
+
+	*len = strcspn(arg, "=");
+	for (o = options; o->name != NULL; o++)
+		if (strlen(o->name) == *len - 2 && strncmp(o->name, arg + 2, *len - 2) == 0)
+			return o;
+	return NULL;
+}
+
+/*
  * parse_config fills ingest_config from the flags, then the environment,
  * then the defaults.  getopt's own messages are turned off: they would
  * echo a mistyped "--webhook-secret=..." to stderr.
@@ -321,13 +337,10 @@ parse_config(int argc, char **argv)
 
 		if (strncmp(argv[c], "--", 2) != 0)
 			continue;
-		len = strcspn(argv[c] + 2, "=");
-		for (o = options; o->name != NULL; o++)
-			if (strlen(o->name) == len && strncmp(o->name, argv[c] + 2, len) == 0)
-				break;
-		if (o->name == NULL)
-			die_usage("unknown option: %.*s", (int) len + 2, argv[c]);
-		if (o->has_arg == required_argument && argv[c][2 + len] == '\0')
+		o = long_option(options, argv[c], &len);
+		if (o == NULL)
+			die_usage("unknown option: %.*s", (int) len, argv[c]);
+		if (o->has_arg == required_argument && argv[c][len] == '\0')
 			c++;				/* its value is the next argument */
 	}
 
@@ -379,16 +392,11 @@ parse_config(int argc, char **argv)
 					 * argv[optind - 1] is whatever came before.
 					 */
 					const char *arg = argv[optind - 1];
-					size_t		len = strcspn(arg, "=");
-					const struct option *o;
-					bool		long_form = false;
+					size_t		len = 0;
+					const struct option *o = strncmp(arg, "--", 2) == 0 ?
+						long_option(options, arg, &len) : NULL;
 
-					if (strncmp(arg, "--", 2) == 0)
-						for (o = options; o->name != NULL; o++)
-							if (strlen(o->name) == len - 2 &&
-								strncmp(o->name, arg + 2, len - 2) == 0)
-								long_form = (optopt == 0 || optopt == o->val);
-					if (long_form)
+					if (o != NULL && (optopt == 0 || optopt == o->val))
 						die_usage("unknown option or missing value: %.*s", (int) len, arg);
 					die_usage("unknown option: -%c", optopt ? optopt : '?');
 				}
