@@ -372,7 +372,7 @@ CREATE TABLE sam.outbox (
     bodies_removed_at timestamptz,
     CONSTRAINT outbox_account_required CHECK (account_id IS NOT NULL OR kind = 'notify'),
     CONSTRAINT outbox_kind_valid CHECK (kind IN ('resolve_profile', 'invite', 'withdraw_invite',
-        'relations_page', 'start_chat', 'send_message', 'notify')),
+        'relations_page', 'sent_invitations_page', 'start_chat', 'send_message', 'notify')),
     CONSTRAINT outbox_state_valid CHECK (state IN ('queued', 'in_flight', 'done', 'failed', 'dead', 'cancelled')),
     CONSTRAINT outbox_attempts_range CHECK (attempts >= 0),
     CONSTRAINT outbox_request_object CHECK (jsonb_typeof(request) = 'object'),
@@ -1934,6 +1934,8 @@ BEGIN
         PERFORM sam._message_delivered(o, resp->>'chat_id');
     ELSIF o.kind = 'relations_page' THEN
         PERFORM sam._on_relations_page(o, resp);
+    ELSIF o.kind = 'sent_invitations_page' THEN
+        PERFORM sam._on_sent_invitations_page(o, resp);
     ELSIF o.kind = 'withdraw_invite' THEN
         UPDATE sam.prospects SET status = 'withdrawn', withdrawn_at = now_t, updated_at = now_t, follow_up_due_at = NULL
          WHERE id = o.prospect_id AND status = 'connection_request_sent';
@@ -2845,6 +2847,26 @@ BEGIN
       JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
      WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
        AND pr.invitation_id IS NULL;
+
+    /*
+     * Invitations confirmed without an id (already pending at LinkedIn, or
+     * found by a check of an unknown outcome) cannot be withdrawn by id.
+     * For accounts with such stale ones, the list of pending sent
+     * invitations is read: those found there get their id (and are
+     * withdrawn), those missing from it are no longer pending at LinkedIn
+     * (see sam._job_check_relations_finish).
+     */
+    INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
+    SELECT DISTINCT ON (pr.account_id) pr.account_id, 'sent_invitations_page', format('sent_invitations:%s:1', p_run_id),
+           jsonb_build_object('method', 'GET', 'path', '/api/v1/users/invite/sent',
+                              'query', jsonb_build_object('account_id', pr.account_id, 'limit', '100')),
+           p_run_id, jsonb_build_object('page', 1)
+      FROM sam.prospects pr
+      JOIN sam.campaigns c ON c.id = pr.campaign_id
+      JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
+     WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
+       AND pr.invitation_id IS NULL
+     ORDER BY pr.account_id;
     FOR p IN SELECT pr.id, pr.account_id, pr.campaign_id, pr.invitation_id
                FROM sam.prospects pr
                JOIN sam.campaigns c ON c.id = pr.campaign_id
@@ -2874,12 +2896,47 @@ CREATE FUNCTION sam._job_check_relations_finish(p_run_id bigint, started jsonb) 
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    now_t timestamptz := sam.now();
     accepted integer;
     pages integer;
     withdrawn integer;
     still integer;
     errors jsonb;
+    looked_up integer;
+    gone integer;
 BEGIN
+    SELECT coalesce(sum((o.outcome->>'found')::integer), 0) INTO looked_up
+      FROM sam.outbox o WHERE o.job_run_id = p_run_id AND o.kind = 'sent_invitations_page' AND o.state = 'done';
+    /*
+     * A stale invitation without an id that is neither among the account's
+     * pending sent invitations (the list read to its end in this run) nor
+     * among its relations (read back to before the oldest pending
+     * invitation, in this run, every page recorded) is no longer pending at
+     * LinkedIn: declined and expired, or withdrawn by hand.  Its prospect
+     * ends as withdrawn, so that the campaign can complete (and its data
+     * reach their retention), and the paging stops pinned to its age.
+     */
+    WITH read_through AS (
+        SELECT o.account_id
+          FROM sam.outbox o
+         WHERE o.job_run_id = p_run_id AND o.kind IN ('sent_invitations_page', 'relations_page')
+         GROUP BY o.account_id
+        HAVING bool_and(o.state = 'done')
+           AND bool_or(o.kind = 'sent_invitations_page' AND o.outcome->>'next_page' = 'false')
+           AND bool_or(o.kind = 'relations_page' AND o.outcome->>'next_page' = 'false')
+    ), ended AS (
+        UPDATE sam.prospects pr
+           SET status = 'withdrawn', withdrawn_at = now_t, updated_at = now_t, follow_up_due_at = NULL,
+               last_error = 'the invitation is no longer pending at LinkedIn (not among the sent invitations, '
+                            || 'and the person is not a relation): declined and expired, or withdrawn outside sam_ext'
+          FROM read_through r, sam.campaigns c
+         WHERE pr.account_id = r.account_id AND c.id = pr.campaign_id
+           AND pr.status = 'connection_request_sent' AND pr.invitation_id IS NULL
+           AND pr.invited_at < now_t - c.withdraw_after
+        RETURNING 1
+    )
+    SELECT count(*) INTO gone FROM ended;
+
     SELECT coalesce(sum((o.outcome->>'accepted')::integer), 0), count(*) FILTER (WHERE o.state = 'done')
       INTO accepted, pages
       FROM sam.outbox o WHERE o.job_run_id = p_run_id AND o.kind = 'relations_page';
@@ -2899,16 +2956,40 @@ BEGIN
     -- the run is over: its reads that did not happen are not needed any more
     UPDATE sam.outbox SET state = 'cancelled', finished_at = sam.now(), updated_at = sam.now(),
                           error = coalesce(error || '; ', '') || 'the job run ended without it'
-     WHERE job_run_id = p_run_id AND kind = 'relations_page' AND state IN ('queued', 'failed');
+     WHERE job_run_id = p_run_id AND kind IN ('relations_page', 'sent_invitations_page') AND state IN ('queued', 'failed');
     RETURN jsonb_build_object('checked', coalesce((started->>'checked')::integer, 0), 'accepted', accepted,
                               'still_pending', still, 'errors', errors, 'pages_fetched', pages,
-                              'withdrawn', withdrawn);
+                              'withdrawn', withdrawn, 'invitation_ids_found', looked_up,
+                              'no_longer_pending', gone);
 END $$;
 
 CREATE FUNCTION sam.check_relations() RETURNS jsonb
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ SELECT sam._await_job('check-relations') $$;
 COMMENT ON FUNCTION sam.check_relations() IS 'Twice a day: backup acceptance detection from each account''s relations (newest first, paging stops at the oldest pending invitation); withdraws stale invitations';
+
+/*
+ * sam._page_read: one page of a job's paged read is applied.  Its outcome
+ * (with next_page) is kept on its row, and the next page, if next_cursor
+ * names one, is queued for the same run (once: the key is the run and the
+ * page number).
+ */
+CREATE FUNCTION sam._page_read(o sam.outbox, outcome jsonb, next_cursor text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    page integer := coalesce((o.context->>'page')::integer, 1);
+BEGIN
+    UPDATE sam.outbox x SET outcome = _page_read.outcome || jsonb_build_object('next_page', next_cursor IS NOT NULL)
+     WHERE x.id = o.id;
+    IF next_cursor IS NOT NULL THEN
+        INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
+        VALUES (o.account_id, o.kind, format('%s:%s:%s', split_part(o.idempotency_key, ':', 1), o.job_run_id, page + 1),
+                jsonb_set(o.request, '{query,cursor}', to_jsonb(next_cursor)),
+                o.job_run_id, o.context || jsonb_build_object('page', page + 1))
+        ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+    END IF;
+END $$;
 
 /*
  * sam._on_relations_page applies one page of relations: every prospect of
@@ -2944,15 +3025,68 @@ BEGIN
     END LOOP;
     more := resp->>'cursor' IS NOT NULL AND n > 0
             AND oldest_ms >= (o.context->>'stop_before_ms')::numeric AND page < 1000;
-    UPDATE sam.outbox SET outcome = jsonb_build_object('accepted', accepted, 'relations', n, 'next_page', more)
-     WHERE id = o.id;
-    IF more THEN
-        INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
-        VALUES (o.account_id, 'relations_page', format('relations:%s:%s', o.job_run_id, page + 1),
-                jsonb_set(o.request, '{query,cursor}', to_jsonb(resp->>'cursor')),
-                o.job_run_id, o.context || jsonb_build_object('page', page + 1))
+    PERFORM sam._page_read(o, jsonb_build_object('accepted', accepted, 'relations', n),
+                           CASE WHEN more THEN resp->>'cursor' END);
+END $$;
+
+/*
+ * sam._on_sent_invitations_page applies one page of the account's pending
+ * sent invitations: each invitation of a prospect still waiting without an
+ * id (invited_user_id = provider_id, or the public identifier) gives it its
+ * id, and a stale one is withdrawn at once, within the run's 50
+ * withdrawals.  The next page is fetched while there is one.
+ */
+CREATE FUNCTION sam._on_sent_invitations_page(o sam.outbox, resp jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    page integer := coalesce((o.context->>'page')::integer, 1);
+    n integer;
+    found_ids integer;
+    room integer;
+    more boolean;
+BEGIN
+    n := jsonb_array_length(CASE jsonb_typeof(resp->'items') WHEN 'array' THEN resp->'items' ELSE '[]' END);
+    WITH items AS (
+        SELECT i->>'id' AS invitation_id, nullif(i->>'invited_user_id', '') AS provider_id,
+               lower(sam._url_decode(nullif(i->>'invited_user_public_id', ''))) AS public_identifier
+          FROM jsonb_array_elements(CASE jsonb_typeof(resp->'items') WHEN 'array' THEN resp->'items' ELSE '[]' END) i
+         WHERE coalesce(i->>'id', '') <> ''
+    ), given AS (
+        UPDATE sam.prospects pr SET invitation_id = it.invitation_id, updated_at = now_t
+          FROM items it
+         WHERE pr.account_id = o.account_id AND pr.status = 'connection_request_sent' AND pr.invitation_id IS NULL
+           AND (pr.provider_id = it.provider_id OR pr.public_identifier = it.public_identifier)
+        RETURNING pr.id
+    )
+    SELECT count(*) INTO found_ids FROM given;
+
+    -- the stale ones among them are withdrawn now, within the run's withdrawals
+    room := 50 - (SELECT count(*) FROM sam.outbox x
+                   WHERE x.job_run_id = o.job_run_id AND x.kind = 'withdraw_invite');
+    IF found_ids > 0 AND room > 0 THEN
+        INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
+        SELECT pr.account_id, pr.campaign_id, pr.id, 'withdraw_invite', 'withdraw:' || pr.id,
+               jsonb_build_object('method', 'DELETE',
+                   'path', '/api/v1/users/invite/sent/' || sam._url_encode(pr.invitation_id),
+                   'query', jsonb_build_object('account_id', pr.account_id)),
+               o.job_run_id
+          FROM sam.prospects pr
+          JOIN sam.campaigns c ON c.id = pr.campaign_id
+         WHERE pr.account_id = o.account_id AND pr.status = 'connection_request_sent'
+           AND pr.invitation_id IS NOT NULL AND pr.invited_at < now_t - c.withdraw_after
+           AND NOT EXISTS (SELECT 1 FROM sam.outbox x
+                            WHERE x.account_id = pr.account_id AND x.idempotency_key = 'withdraw:' || pr.id
+                           OFFSET 0)
+         ORDER BY pr.invited_at
+         LIMIT room
         ON CONFLICT (account_id, idempotency_key) DO NOTHING;
     END IF;
+
+    more := coalesce(resp->>'cursor', '') <> '' AND n > 0 AND page < 1000;
+    PERFORM sam._page_read(o, jsonb_build_object('found', found_ids, 'invitations', n),
+                           CASE WHEN more THEN resp->>'cursor' END);
 END $$;
 
 ------------------------------------------------------------------------

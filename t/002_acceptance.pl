@@ -147,16 +147,51 @@ poll_until_ok($node, "SELECT count(*) = 0 FROM sam.job_runs WHERE status = 'runn
 $node->safe_psql('postgres',
 	"SELECT sam.create_account('acc-stale', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', "
 	  . "work_end => '00:00', spacing_min => '0', spacing_max => '0', daily_invite_cap => 100, weekly_invite_cap => 200)");
-invite_all('acc-stale', map { "ACoSTALE$_" } 1 .. 51);
+invite_all('acc-stale', (map { "ACoSTALE$_" } 1 .. 51), 'ACoGONE');
 $node->safe_psql('postgres', "UPDATE sam.prospects SET invitation_id = NULL, invited_at = invited_at - interval '1 hour'"
 	  . " WHERE provider_id LIKE 'ACoSTALE%' AND provider_id <> 'ACoSTALE51'");
+# (and one more without an id whose invitation LinkedIn no longer holds: declined and expired)
+my $gone_id = $node->safe_psql('postgres', "SELECT invitation_id FROM sam.prospects WHERE provider_id = 'ACoGONE'");
+mock_call($mock, 'DELETE', "/api/v1/users/invite/sent/$gone_id?account_id=acc-stale");
+$node->safe_psql('postgres', "UPDATE sam.prospects SET invitation_id = NULL, invited_at = invited_at - interval '2 hours'"
+	  . " WHERE provider_id = 'ACoGONE'");
 $node->safe_psql('postgres', "SELECT sam.advance_clock('22 days')");
+# (the first run cannot read the relations: an invitation missing from the sent list may be an acceptance)
+mock_call($mock, 'POST', '/_mock/faults',
+	{ method => 'GET', path_prefix => '/api/v1/users/relations', status => 400, type => 'errors/invalid_parameters', count => -1 });
 $r = json_query($node, 'SELECT sam.check_relations()');
-ok($r->{withdrawn} >= 1, "invitations withdrawn ($r->{withdrawn})");
+mock_call($mock, 'DELETE', '/_mock/faults');
 is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoSTALE51'"), 'withdrawn',
-	'the newer one that can be withdrawn is withdrawn, behind fifty older ones that cannot');
-is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE provider_id LIKE 'ACoSTALE%' AND status = 'connection_request_sent'"),
-	'50', 'those fifty still wait (no id to withdraw them by)');
+	'the newer one that can be withdrawn is withdrawn, behind fifty older ones without an id');
+my @sent_lists = grep { $_->{method} eq 'GET' && $_->{path} eq '/api/v1/users/invite/sent' } @{ mock_log($mock) };
+is(scalar @sent_lists, 1, 'the pending sent invitations are read once (one page of 100)');
+is($sent_lists[0]{query}{account_id}, 'acc-stale', 'for the account with stale invitations without an id');
+is($r->{invitation_ids_found}, 50, 'the fifty are found there by their provider id');
+is($r->{withdrawn}, 50, 'fifty withdrawals a run, the ones found included');
+# (another account's stale invitation may take one of the fifty places)
+is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE provider_id LIKE 'ACoSTALE%' AND status = 'withdrawn'"),
+	50 - $node->safe_psql('postgres', "SELECT count(*) FROM sam.outbox WHERE kind = 'withdraw_invite' AND state = 'done'"
+		  . " AND account_id <> 'acc-stale' AND job_run_id = (SELECT max(id) FROM sam.job_runs WHERE job = 'check-relations')"),
+	'the rest of the fifty are of the 51');
+is($r->{no_longer_pending}, 0, 'with the relations unread, nothing is concluded');
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoGONE'"), 'connection_request_sent',
+	'of the invitation missing from the list');
+
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE provider_id LIKE 'ACoSTALE%' AND status = 'withdrawn'"),
+	'51', 'the next run withdraws the last one');
+is($r->{no_longer_pending}, 1, 'and, the relations read, counts the invitation LinkedIn no longer holds');
+is($node->safe_psql('postgres', "SELECT status || ': ' || last_error FROM sam.prospects WHERE provider_id = 'ACoGONE'"),
+	'withdrawn: the invitation is no longer pending at LinkedIn (not among the sent invitations, and the person is '
+	  . 'not a relation): declined and expired, or withdrawn outside sam_ext',
+	'whose prospect ends as withdrawn, with the reason');
+$state = mock_call($mock, 'GET', '/_mock/state?account_id=acc-stale');
+is(scalar(grep { ($_->{invited_user_id} // '') =~ /^ACoSTALE/ } @{ $state->{invitations} }), 0,
+	'the mock holds none of them any more');
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{no_longer_pending} . '/' . $r->{invitation_ids_found}, '0/0', 'a third run has nothing to do there');
+@sent_lists = grep { $_->{method} eq 'GET' && $_->{path} eq '/api/v1/users/invite/sent' } @{ mock_log($mock) };
+is(scalar @sent_lists, 2, 'and reads no sent list');
 
 $node->stop;
 $mock->{handle}->kill_kill;

@@ -71,11 +71,12 @@ sub start_mock
 sub mock_call
 {
 	my ($mock, $method, $path, $body) = @_;
-	my %o;
+	# (the key lets a test call the mock's Unipile API too, as the user would by hand)
+	my %o = (headers => { 'X-API-KEY' => $mock->{api_key} });
 	if (defined $body)
 	{
 		$o{content} = ref $body ? $json->encode($body) : $body;
-		$o{headers} = { 'Content-Type' => 'application/json' };
+		$o{headers}{'Content-Type'} = 'application/json';
 	}
 	my $r = $http->request($method, $mock->{url} . $path, \%o);
 	die "mock $method $path failed: $r->{status} $r->{content}" unless $r->{success};
