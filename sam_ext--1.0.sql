@@ -1585,17 +1585,51 @@ DECLARE
     ids bigint[];
     returned bigint;
     closed text[] := '{}';
+    window_t timestamptz;
+    last_t timestamptz;
 BEGIN
-    -- actions of accounts outside their window wait for its next start (a row another transaction
-    -- holds is skipped here, and left out of the claim below)
+    /*
+     * Actions of accounts outside their window wait for its next start,
+     * spaced as when they were queued: in their order, one random gap of
+     * the account's spacing apart, after those moved there before (they
+     * come due one by one through the night), and the account's next action
+     * after them (unless a job holds the account: the claim never waits).
+     * Moved all to the window's start, they went out in one burst.  A row
+     * another transaction holds is skipped here, and left out of the claim
+     * below.
+     */
     FOR a IN SELECT * FROM sam.accounts x WHERE x.status = 'active' AND NOT sam._in_working_hours(x, now_t) LOOP
         closed := closed || a.account_id;
-        UPDATE sam.outbox o SET not_before = sam._next_window_start(a, now_t), updated_at = now_t
-         WHERE o.id IN (SELECT w.id FROM sam.outbox w
-                         WHERE w.account_id = a.account_id AND w.finished_at IS NULL
-                           AND w.state IN ('queued', 'failed') AND w.not_before <= now_t
-                           AND sam._is_action(w.kind) AND NOT w.needs_check
-                           FOR UPDATE SKIP LOCKED);
+        window_t := sam._next_window_start(a, now_t);
+        WITH w AS MATERIALIZED (
+            SELECT w.id, w.not_before, a.spacing_min + random() * (a.spacing_max - a.spacing_min) AS gap
+              FROM sam.outbox w
+             WHERE w.account_id = a.account_id AND w.finished_at IS NULL
+               AND w.state IN ('queued', 'failed') AND w.not_before <= now_t
+               AND sam._is_action(w.kind) AND NOT w.needs_check
+               FOR UPDATE SKIP LOCKED
+        ), st AS (              -- (not inlined: volatile) where the first of them goes
+            SELECT greatest(window_t, max(x.not_before) + a.spacing_min + random() * (a.spacing_max - a.spacing_min)) AS t0
+              FROM sam.outbox x
+             WHERE x.account_id = a.account_id AND x.finished_at IS NULL
+               AND x.not_before >= window_t AND sam._is_action(x.kind)
+        ), s AS (
+            SELECT w.id, w.gap,
+                   st.t0 + coalesce(sum(w.gap) OVER (ORDER BY w.not_before, w.id
+                                                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), interval '0') AS t
+              FROM w, st
+        ), moved AS (
+            UPDATE sam.outbox o SET not_before = s.t, updated_at = now_t
+              FROM s WHERE o.id = s.id
+            RETURNING s.t + s.gap AS t_end
+        )
+        SELECT max(m.t_end) INTO last_t FROM moved m;
+        IF last_t IS NOT NULL THEN
+            UPDATE sam.accounts x SET next_action_at = last_t
+             WHERE x.account_id IN (SELECT y.account_id FROM sam.accounts y WHERE y.account_id = a.account_id
+                                       AND (y.next_action_at IS NULL OR y.next_action_at < last_t)
+                                       FOR UPDATE SKIP LOCKED);
+        END IF;
     END LOOP;
 
     -- a batch may be all cancelled (replied, paused, erased): then take the next one, so that

@@ -68,6 +68,29 @@ SELECT (sam.start_campaign(:nid))->>'queued' AS queued;
 SELECT sam.set_clock('2026-03-11 02:00:00+00', frozen => true)->>'now' AS now;   -- 22:00 in New York
 SELECT count(*) AS claimed_at_night FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-night';
 SELECT not_before FROM sam.outbox WHERE account_id = 'acc-night';
+-- several of them keep their order and the account's spacing (all at the window's start, they went
+-- out in one burst); those that come due later in the night go after them, and so does the
+-- account's next action (in a transaction rolled back: the claims take other accounts' rows)
+BEGIN;
+SELECT sam.create_account('acc-spill', time_zone => 'America/New_York', spacing_min => '3 minutes',
+                          spacing_max => '3 minutes')->>'success';
+SELECT (sam.create_campaign('acc-spill', 'Spill'))->>'campaign_id' AS sid \gset
+SELECT (sam.add_prospects(:sid, '[{"provider_id": "ACoSPILL1"}, {"provider_id": "ACoSPILL2"},
+                                  {"provider_id": "ACoSPILL3"}, {"provider_id": "ACoSPILL4"}]'))->>'inserted';
+SELECT sam.set_clock('2026-03-10 15:00:00+00', frozen => true)->>'now' AS now;   -- 11:00 in New York
+SELECT (sam.start_campaign(:sid))->>'queued' AS queued;
+SELECT sam.set_clock('2026-03-11 02:00:00+00', frozen => true)->>'now' AS now;   -- 22:00 in New York
+SELECT count(*) AS claimed_at_night FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-spill';
+SELECT o.not_before AT TIME ZONE 'America/New_York' AS local_time, p.provider_id
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-spill' ORDER BY o.not_before;
+UPDATE sam.outbox o SET not_before = '2026-03-11 02:30+00' FROM sam.prospects p
+ WHERE p.id = o.prospect_id AND p.provider_id = 'ACoSPILL2';
+SELECT sam.set_clock('2026-03-11 03:00:00+00', frozen => true)->>'now' AS now;   -- 23:00 in New York
+SELECT count(*) AS claimed_at_night FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-spill';
+SELECT o.not_before AT TIME ZONE 'America/New_York' AS local_time, p.provider_id
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-spill' ORDER BY o.not_before;
+SELECT next_action_at AT TIME ZONE 'America/New_York' AS next_action_local FROM sam.accounts WHERE account_id = 'acc-spill';
+ROLLBACK;
 -- The claim (queued -> in_flight) changes no indexed column and no column of an index's
 -- predicate (they name finished_at, not state), and the fillfactor leaves room on the page: it is
 -- a HOT update, no index entry written (rolled back here)
