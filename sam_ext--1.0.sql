@@ -1859,17 +1859,25 @@ BEGIN
      WHERE p.id = o.prospect_id AND p.status = 'pending';
 END $$;
 
--- sam._prospect_connected: positive evidence of acceptance
+/*
+ * sam._prospect_connected: positive evidence of acceptance, at_t the time of
+ * the acceptance as the evidence gives it (the relation's created_at), or
+ * its detection.  The first step's delay counts from it.  A time before the
+ * invitation or after now (a wrong clock, a time in other units) is taken
+ * as the nearer of the two: no message before the invitation's own delay,
+ * none put off by a time to come.
+ */
 CREATE FUNCTION sam._prospect_connected(p_id bigint, at_t timestamptz, via text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UPDATE sam.prospects p
-       SET status = 'connected', connected_at = at_t, connected_via = via, updated_at = sam.now(),
+       SET status = 'connected', connected_at = x.t, connected_via = via, updated_at = sam.now(),
            follow_up_sequence_index = 0,
-           follow_up_due_at = at_t + coalesce(
+           follow_up_due_at = x.t + coalesce(
                (SELECT (c.follow_ups->0->>'delay')::interval FROM sam.campaigns c WHERE c.id = p.campaign_id),
                interval '24 hours')
+      FROM (SELECT least(greatest(at_t, q.invited_at), sam.now()) AS t FROM sam.prospects q WHERE q.id = p_id) x
      WHERE p.id = p_id AND p.status IN ('pending', 'connection_request_sent');
     IF NOT FOUND THEN
         RETURN false;

@@ -195,3 +195,16 @@ DELETE FROM sam.webhook_events WHERE payload->>'user_provider_id' = 'ACoWEBHOOKL
 DELETE FROM sam.do_not_contact;
 SELECT setval(pg_get_serial_sequence('sam.do_not_contact', 'id'), 1, false) IS NOT NULL AS reset;
 DELETE FROM sam.suppressions;
+-- the first step's delay counts from the acceptance as the evidence dates it (a relation's
+-- created_at), taken within the invitation's time and now (rolled back)
+BEGIN;
+INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, invited_at)
+SELECT c.id, 'acc-o', 'ACoAT' || g, 'connection_request_sent', sam.now() - interval '1 day'
+  FROM sam.campaigns c, generate_series(1, 3) g WHERE c.id = :cid;
+SELECT sam._prospect_connected(p.id, CASE p.provider_id WHEN 'ACoAT1' THEN sam.now() - interval '2 hours'
+                                                        WHEN 'ACoAT2' THEN sam.now() - interval '30 days'
+                                                        ELSE sam.now() + interval '10 days' END, 'relations')
+  FROM sam.prospects p WHERE p.provider_id LIKE 'ACoAT%' ORDER BY p.id;
+SELECT provider_id, sam.now() - connected_at AS accepted_ago, follow_up_due_at - connected_at AS first_step_after
+  FROM sam.prospects WHERE provider_id LIKE 'ACoAT%' ORDER BY id;
+ROLLBACK;
