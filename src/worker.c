@@ -48,6 +48,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "sam_ext.h"
@@ -64,12 +65,51 @@
 #define SAM_RECORD_RETRY_MS 100L
 /* how often a job waiting for its calls is looked at */
 #define SAM_JOB_POLL_MS 100
+/* after SIGTERM: how long answers still in flight are waited for */
+#define SAM_SHUTDOWN_DRAIN_MS 500
+/* after SIGTERM: ticks of a second after which the worker ends wherever it is */
+#define SAM_SHUTDOWN_GRACE_TICKS 3
 
 static MemoryContext requests_cxt = NULL;
 static char *api_key = NULL;	/* in TopMemoryContext, never logged */
 static bool warned_no_dsn = false;
 
 int			sam_worker_number = -1;
+
+static volatile sig_atomic_t shutdown_requested = false;
+static volatile sig_atomic_t shutdown_ticks = 0;
+
+/*
+ * worker_sigterm: SIGTERM (a fast shutdown, pg_terminate_backend) asks the
+ * worker to end once it has recorded what it holds: the answers it received
+ * and those that come within SAM_SHUTDOWN_DRAIN_MS (finish_and_exit).  Ended
+ * by die() at once, as before, a record in progress was rolled back and
+ * the answers waiting for the next one were lost: their calls were then
+ * checked with Unipile after the restart, a notification was posted a
+ * second time, and a first message's chat was not known.
+ */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	shutdown_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * shutdown_tick runs every second (a timeout, in the SIGALRM handler): a
+ * SIGTERM not acted on after SAM_SHUTDOWN_GRACE_TICKS of them (a record
+ * waiting for a lock, a job's long statement, a commit waiting for a
+ * synchronous standby) ends the worker there, as die() always did.
+ */
+static void
+shutdown_tick(void)
+{
+	if (shutdown_requested && ++shutdown_ticks >= SAM_SHUTDOWN_GRACE_TICKS)
+		die(SIGTERM);
+}
 
 static void
 worker_exit(int code, Datum arg)
@@ -682,18 +722,56 @@ next_due_ms(void)
 	return ms;
 }
 
+/*
+ * finish_and_exit ends the worker on SIGTERM, or for a DROP DATABASE: the
+ * answers it holds are recorded first, on SIGTERM with those that come
+ * within SAM_SHUTDOWN_DRAIN_MS (no new call is started).  The calls still
+ * in flight are checked with Unipile after the restart, like those of a
+ * crash.
+ */
 static void
-process_interrupts(void)
+finish_and_exit(List *finished, bool dropping)
 {
-	CHECK_FOR_INTERRUPTS();
-	if (sam_shared->drop_pending)
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SAM_SHUTDOWN_DRAIN_MS);
+	int			in_flight = sam_http_in_flight();
+	int			n;
+
+	while (!dropping && in_flight > 0 && GetCurrentTimestamp() < until)
 	{
-		/* step aside for DROP DATABASE: calls in flight are checked after the restart */
+		MemoryContext old = MemoryContextSwitchTo(requests_cxt);
+
+		in_flight = sam_http_drive(10, &finished);
+		MemoryContextSwitchTo(old);
+	}
+	n = list_length(finished);
+	if (n > 0)
+		record_results(finished);
+	if (dropping)
+	{
+		/* step aside for DROP DATABASE */
 		ereport(LOG,
 				(errmsg("sam_ext worker disconnects: database \"%s\" is being dropped",
-						sam_database_name)));
+						sam_database_name),
+				 errdetail("%d answers were recorded first; %d calls in flight are checked after the restart.",
+						   n, in_flight)));
 		proc_exit(1);
 	}
+	ereport(LOG,
+			(errmsg("sam_ext worker ends on SIGTERM"),
+			 errdetail("%d answers were recorded first; %d calls in flight are checked after the restart.",
+					   n, in_flight)));
+	/* the usual end of a worker asked to stop (FATAL, exit code 1: restarted) */
+	die(SIGTERM);
+	CHECK_FOR_INTERRUPTS();
+	proc_exit(1);
+}
+
+static void
+process_interrupts(List *finished)
+{
+	if (shutdown_requested || sam_shared->drop_pending)
+		finish_and_exit(finished, !shutdown_requested);
+	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;
@@ -729,6 +807,16 @@ sam_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(sam_database_name, NULL, 0);
 
 	/*
+	 * From here a SIGTERM lets the worker record what it holds first
+	 * (worker_sigterm), within a few seconds (shutdown_tick).
+	 */
+	enable_timeout_every(RegisterTimeout(USER_TIMEOUT, shutdown_tick),
+						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000), 1000);
+	pqsignal(SIGTERM, worker_sigterm);
+	if (ProcDiePending)
+		shutdown_requested = true;
+
+	/*
 	 * Connected: say so at once, so that DROP DATABASE, which waits for the
 	 * workers it sees, cannot miss this one.
 	 */
@@ -759,7 +847,7 @@ sam_worker_main(Datum main_arg)
 		int			in_flight = sam_http_in_flight();
 		long		timeout;
 
-		process_interrupts();
+		process_interrupts(finished);
 
 		if (in_flight == 0 && finished == NIL)
 		{

@@ -461,6 +461,80 @@ for my $f (@message_faults)
 	is(scalar(@{ mock_log($mock) }), $before, 'invalid requests: nothing reached the mock');
 }
 
+# ---- SIGTERM: the worker records the answers it holds before it ends -------------------------
+# (it ended at once: a record waiting for a lock was rolled back, and the call, whose answer had
+# come, was checked with Unipile again after the restart)
+{
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	# (answers that take 3 s: a worker started again reads the longer timeout)
+	$node->safe_psql('postgres', "ALTER SYSTEM SET sam.http_timeout = '20s'");
+	$node->reload;
+	my $old = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($old)");
+	$node->poll_query_until('postgres', "SELECT sam.worker_pid() IS NOT NULL AND sam.worker_pid() <> $old")
+	  or die 'the worker did not come back';
+	make_account('acc-term');
+	my ($cid, $who, $who2) = make_campaign('acc-term', 'TERM', 2);
+	my $n_log = scalar(@{ mock_log($mock) });
+	# the invitations' answers come after 3 s; meanwhile a session takes the prospects' rows,
+	# which the record of the answers must update
+	mock_call($mock, 'POST', '/_mock/faults',
+		{ method => 'POST', path_prefix => '/api/v1/users/invite', delay_ms => 3000, count => -1 });
+	$node->safe_psql('postgres', "SELECT sam.start_campaign($cid)");
+	poll_until_ok($node, "SELECT count(*) = 2 FROM sam.outbox WHERE account_id = 'acc-term' AND state = 'in_flight'",
+		'sigterm: both invitations in flight');
+	my $holder = $node->background_psql('postgres');
+	$holder->query_safe("BEGIN; SELECT id FROM sam.prospects WHERE campaign_id = $cid FOR UPDATE;");
+	my $pid = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
+	poll_until_ok($node, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $pid",
+		'sigterm: the record waits for the rows');
+	my $log_at = -s $node->logfile;
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	# the worker finishes its record once the rows are free, then ends, and is started again
+	$holder->query_safe('COMMIT;');
+	$holder->quit;
+	$node->poll_query_until('postgres', "SELECT sam.worker_pid() IS NOT NULL AND sam.worker_pid() <> $pid")
+	  or die 'the worker did not come back';
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	settle('acc-term', 'sigterm');
+	is($node->safe_psql('postgres', "SELECT string_agg(p.status || ' ' || o.state || ' ' || o.attempts || ' '"
+		  . " || o.needs_check || ' ' || coalesce(o.error, '-'), ', ' ORDER BY p.id)"
+		  . " FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id WHERE p.campaign_id = $cid"),
+		'connection_request_sent done 1 false -, connection_request_sent done 1 false -',
+		'sigterm: the answers received before it were recorded, nothing left to check');
+	my @after = @{ mock_log($mock) }[ $n_log .. $#{ mock_log($mock) } ];
+	is(join(', ', map { "$_->{method} $_->{path}" } grep { ($_->{account_id} // '') eq 'acc-term' } @after),
+		'POST /api/v1/users/invite, POST /api/v1/users/invite', 'sigterm: no check of the invitations with Unipile');
+	ok($node->log_contains(qr/sam_ext worker ends on SIGTERM/, $log_at), 'sigterm: the worker says why it ends');
+
+	# a record that cannot finish does not hold the worker: it ends within a few seconds, and the
+	# call is checked after the restart
+	my ($cid2, $who3) = make_campaign('acc-term', 'TERMLOCK', 1);
+	mock_call($mock, 'POST', '/_mock/faults',
+		{ method => 'POST', path_prefix => '/api/v1/users/invite', delay_ms => 3000, count => -1 });
+	$node->safe_psql('postgres', "SELECT sam.start_campaign($cid2)");
+	poll_until_ok($node, "SELECT count(*) = 1 FROM sam.outbox WHERE campaign_id = $cid2 AND state = 'in_flight'",
+		'sigterm, lock kept: the invitation in flight');
+	$holder = $node->background_psql('postgres');
+	$holder->query_safe("BEGIN; SELECT id FROM sam.prospects WHERE campaign_id = $cid2 FOR UPDATE;");
+	$pid = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
+	poll_until_ok($node, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $pid",
+		'sigterm, lock kept: the record waits for the row');
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	ok($node->poll_query_until('postgres', "SELECT sam.worker_pid() IS NOT NULL AND sam.worker_pid() <> $pid"),
+		'sigterm, lock kept: the worker ends anyway, and is started again');
+	$holder->query_safe('COMMIT;');
+	$holder->quit;
+	settle('acc-term', 'sigterm, lock kept');
+	is($node->safe_psql('postgres', "SELECT p.status || ' ' || o.state || ' ' || coalesce(o.error, '-')"
+		  . " FROM sam.prospects p JOIN sam.outbox o ON o.prospect_id = p.id WHERE p.campaign_id = $cid2"),
+		'connection_request_sent done checked: the earlier attempt had reached LinkedIn',
+		'sigterm, lock kept: the call left in flight is checked, not sent again');
+	$node->safe_psql('postgres', 'ALTER SYSTEM RESET sam.http_timeout');
+	$node->reload;
+}
+
 $node->stop;
 $mock->{handle}->kill_kill;
 done_testing();
