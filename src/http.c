@@ -26,6 +26,16 @@
 static CURLM *multi = NULL;
 static int	in_flight = 0;
 
+/* the transfers libcurl has, in the order they started (their deadlines') */
+static dlist_head flying = DLIST_STATIC_INIT(flying);
+
+/*
+ * libcurl's own timeout is only a safety net this much beyond
+ * sam.http_timeout: the deadline is enforced by sam_http_drive, after it has
+ * read what arrived (see there).
+ */
+#define SAM_CURL_TIMEOUT_MARGIN_MS 60000
+
 /*
  * Requests refused before any byte went out (see sam_http_start): counted in
  * flight, and handed back as finished by the next sam_http_drive.
@@ -256,7 +266,8 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L));
-	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) sam_http_timeout_ms));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+								(long) sam_http_timeout_ms + SAM_CURL_TIMEOUT_MARGIN_MS));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) sam_connect_timeout_ms));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->errbuf));
@@ -337,7 +348,47 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	}
 
 	CURLM_CHECK(curl_multi_add_handle(multi, easy));
+	req->started = GetCurrentTimestamp();
+	req->deadline = TimestampTzPlusMilliseconds(req->started, sam_http_timeout_ms);
+	dlist_push_tail(&flying, &req->flying_node);
 	in_flight++;
+}
+
+/*
+ * expire_overdue ends, as timed out, the transfers whose sam.http_timeout
+ * has passed: called once libcurl has read what arrived.  libcurl checks a
+ * transfer's timeout before it reads its socket, so with its own timeout an
+ * answer that came in time, while the worker was busy in SQL (a record
+ * waiting for a lock, a job), was thrown away as a timeout, and the call
+ * checked or made again.  The transfers are in the order they started:
+ * the walk stops at the first one still within its time (after the
+ * setting is lowered, a later one waits for those before it, at most the
+ * former timeout).
+ */
+static void
+expire_overdue(List **finished)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &flying)
+	{
+		SamHttpRequest *req = dlist_container(SamHttpRequest, flying_node, iter.cur);
+		MemoryContext old;
+
+		if (req->deadline > now)
+			break;
+		curl_multi_remove_handle(multi, req->easy);
+		dlist_delete(&req->flying_node);
+		in_flight--;
+		req->status = 0;
+		req->timed_out = true;
+		req->elapsed_ms = (double) (now - req->started) / 1000.0;
+		old = MemoryContextSwitchTo(req->cxt);
+		req->error = psprintf("timeout after %d ms", sam_http_timeout_ms);
+		MemoryContextSwitchTo(old);
+		*finished = lappend(*finished, req);
+	}
 }
 
 /*
@@ -410,9 +461,11 @@ sam_http_drive(int timeout_ms, List **finished)
 			MemoryContextSwitchTo(old);
 		}
 		curl_multi_remove_handle(multi, easy);
+		dlist_delete(&req->flying_node);
 		in_flight--;
 		*finished = lappend(*finished, req);
 	}
+	expire_overdue(finished);
 	return in_flight;
 }
 

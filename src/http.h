@@ -11,9 +11,11 @@
 
 #include <curl/curl.h>
 
+#include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 typedef struct SamHttpRequest
 {
@@ -34,6 +36,11 @@ typedef struct SamHttpRequest
 	int			nform;			/* multipart/form-data fields, when > 0 */
 	char	  **form_names;
 	char	  **form_values;
+
+	/* in flight: sam.http_timeout counted from here (see sam_http_drive) */
+	TimestampTz started;
+	TimestampTz deadline;
+	dlist_node	flying_node;
 
 	/* what came back */
 	long		status;			/* HTTP status, 0 when there was no answer */

@@ -461,6 +461,44 @@ for my $f (@message_faults)
 	is(scalar(@{ mock_log($mock) }), $before, 'invalid requests: nothing reached the mock');
 }
 
+# ---- an answer that came in time while the worker was busy in SQL is not a timeout -------------
+# (libcurl checks a transfer's timeout before it reads its socket: after a record that took longer
+# than sam.http_timeout, an answer waiting there was thrown away as a timeout and the call made again)
+{
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	make_account('acc-busy');
+	my ($cid) = make_campaign('acc-busy', 'BUSY', 1);
+	# the record of the invitation's answer takes 2.5 s (sam.http_timeout is 1 s) ...
+	$node->safe_psql('postgres', q{
+		CREATE FUNCTION public.slow_record() RETURNS trigger LANGUAGE plpgsql AS
+		$$ BEGIN PERFORM pg_sleep(2.5); RETURN NEW; END $$;
+		CREATE TRIGGER slow_record BEFORE UPDATE ON sam.prospects FOR EACH ROW
+		 WHEN (NEW.provider_id = 'ACoBUSY1' AND NEW.status = 'connection_request_sent')
+		 EXECUTE FUNCTION public.slow_record()});
+	# ... while a read made at the same time is answered after 0.3 s
+	mock_call($mock, 'POST', '/_mock/faults',
+		{ method => 'GET', path_prefix => '/api/v1/users/relations', delay_ms => 300, count => 1 });
+	my $n_log = scalar(@{ mock_log($mock) });
+	$node->safe_psql('postgres', qq{
+		BEGIN;
+		SELECT sam.start_campaign($cid);
+		INSERT INTO sam.outbox (account_id, kind, idempotency_key, request)
+		VALUES ('acc-busy', 'relations_page', 'busy-read',
+		        '{"method": "GET", "path": "/api/v1/users/relations", "query": {"account_id": "acc-busy"}}');
+		COMMIT;});
+	settle('acc-busy', 'busy');
+	is($node->safe_psql('postgres', "SELECT kind || ' ' || state || ' ' || attempts || ' ' || coalesce(http_status::text, '-')"
+		  . " || ' ' || coalesce(error, '-') FROM sam.outbox WHERE account_id = 'acc-busy' ORDER BY kind"),
+		"invite done 1 201 -
+relations_page done 1 200 -",
+		'busy: the read answered in time is recorded as answered, at its first attempt');
+	my @reads = grep { $_->{method} eq 'GET' && ($_->{account_id} // '') eq 'acc-busy' }
+	  @{ mock_log($mock) }[ $n_log .. $#{ mock_log($mock) } ];
+	is(scalar @reads, 1, 'busy: and made once');
+	$node->safe_psql('postgres', 'DROP TRIGGER slow_record ON sam.prospects; DROP FUNCTION public.slow_record()');
+	mock_call($mock, 'DELETE', '/_mock/faults');
+}
+
 # ---- SIGTERM: the worker records the answers it holds before it ends -------------------------
 # (it ended at once: a record waiting for a lock was rolled back, and the call, whose answer had
 # come, was checked with Unipile again after the restart)
