@@ -57,8 +57,10 @@ sam_shmem_startup(void)
 }
 
 /*
- * sam_wake_worker sets the latch of every running worker now.  Each claims
- * with SKIP LOCKED, so those that find nothing left go back to sleep.
+ * sam_wake_worker sets the latch of every running worker now (in a worker,
+ * of every other one: it looks again itself after each record).  Each
+ * claims with SKIP LOCKED, so those that find nothing left go back to
+ * sleep.
  */
 void
 sam_wake_worker(void)
@@ -74,7 +76,7 @@ sam_wake_worker(void)
 	{
 		SamWorkerSlot *w = &sam_shared->workers[i];
 
-		if (w->latch)
+		if (w->latch && i != sam_worker_number)
 		{
 			w->wakeups++;
 			latches[n++] = w->latch;
@@ -139,10 +141,15 @@ sam_outbox_wake_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("sam._outbox_wake_trigger() must be called as a trigger")));
 	/*
-	 * A worker's own writes wake no worker: it looks again after recording,
-	 * and two workers waking each other with every claim would never sleep.
+	 * In a worker, only rows it queues (a job's calls, a next page, an
+	 * invitation after a profile lookup) wake the others: its claims and
+	 * records are updates, and two workers waking each other with every
+	 * claim would never sleep.  Without it, what worker 0's jobs queued
+	 * waited for the other workers' timers (up to a minute), worker 0
+	 * alone serving it meanwhile.
 	 */
-	if (sam_worker_number < 0)
+	if (sam_worker_number < 0 ||
+		TRIGGER_FIRED_BY_INSERT(((TriggerData *) fcinfo->context)->tg_event))
 		sam_wake_worker_at_commit();
 	return PointerGetDatum(NULL);
 }

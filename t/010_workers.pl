@@ -120,9 +120,13 @@ is(scalar(grep { $_->{method} eq 'POST' && $_->{path} eq '/api/v1/users/invite' 
 	8, 'the mock saw eight invitations in all: the four reconciled calls were checked, not sent again');
 
 # ---- jobs that wait for their calls run in worker 0 ------------------------------------
+my $woken = $node->safe_psql('postgres', 'SELECT wakeups FROM sam.workers() WHERE worker = 1');
 my $r = json_query($node, 'SELECT sam.check_relations()');
 is($r->{success}, JSON::PP::true, 'check_relations succeeds with two workers');
 is_deeply($r->{errors}, [], 'without errors');
+# (the calls a job queues in worker 0 wake worker 1 too: they waited for its timer)
+cmp_ok($node->safe_psql('postgres', 'SELECT wakeups FROM sam.workers() WHERE worker = 1'), '>', $woken,
+	"the job's calls, queued by worker 0, woke worker 1");
 
 # ---- a result that meets a lock is recorded again, in a new transaction ----------------
 # lock_timeout for the workers' database: recording a 401 disconnects the account, a row that
