@@ -15,6 +15,8 @@
 #include "postgres.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include "miscadmin.h"
@@ -392,6 +394,29 @@ expire_overdue(List **finished)
 }
 
 /*
+ * multi_perform runs curl_multi_perform with every signal blocked: libcurl's
+ * resolver threads, started there, inherit that mask, so that no signal of
+ * the process (SIGALRM of PostgreSQL's timeouts, SIGTERM, SIGUSR1...) runs
+ * its handler on one of them.
+ */
+static void
+multi_perform(int *running)
+{
+	sigset_t	all,
+				old;
+	CURLMcode	rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = curl_multi_perform(multi, running);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("libcurl multi call failed: %s", curl_multi_strerror(rc))));
+}
+
+/*
  * sam_http_drive lets the transfers make progress for up to timeout_ms and
  * appends the requests that finished to *finished.  Returns the number of
  * requests still in flight.
@@ -418,11 +443,11 @@ sam_http_drive(int timeout_ms, List **finished)
 		timeout_ms = 0;			/* they are to be recorded now */
 	}
 
-	CURLM_CHECK(curl_multi_perform(multi, &running));
+	multi_perform(&running);
 	if (running > 0 && timeout_ms > 0)
 	{
 		CURLM_CHECK(curl_multi_poll(multi, NULL, 0, timeout_ms, &numfds));
-		CURLM_CHECK(curl_multi_perform(multi, &running));
+		multi_perform(&running);
 	}
 
 	while ((msg = curl_multi_info_read(multi, &msgs)) != NULL)

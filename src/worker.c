@@ -23,7 +23,9 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -48,7 +50,6 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
-#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "sam_ext.h"
@@ -67,8 +68,8 @@
 #define SAM_JOB_POLL_MS 100
 /* after SIGTERM: how long answers still in flight are waited for */
 #define SAM_SHUTDOWN_DRAIN_MS 500
-/* after SIGTERM: ticks of a second after which the worker ends wherever it is */
-#define SAM_SHUTDOWN_GRACE_TICKS 3
+/* after SIGTERM: seconds after which the worker ends wherever it is */
+#define SAM_SHUTDOWN_GRACE_S 3
 
 static MemoryContext requests_cxt = NULL;
 static char *api_key = NULL;	/* in TopMemoryContext, never logged */
@@ -77,7 +78,9 @@ static bool warned_no_dsn = false;
 int			sam_worker_number = -1;
 
 static volatile sig_atomic_t shutdown_requested = false;
-static volatile sig_atomic_t shutdown_ticks = 0;
+static volatile sig_atomic_t grace_armed = false;
+static timer_t grace_timer;
+static bool grace_timer_ok = false;
 
 /*
  * worker_sigterm: SIGTERM (a fast shutdown, pg_terminate_backend) asks the
@@ -86,7 +89,9 @@ static volatile sig_atomic_t shutdown_ticks = 0;
  * by die() at once, as before, a record in progress was rolled back and
  * the answers waiting for the next one were lost: their calls were then
  * checked with Unipile after the restart, a notification was posted a
- * second time, and a first message's chat was not known.
+ * second time, and a first message's chat was not known.  The grace timer
+ * (timer_settime is async-signal-safe) ends it SAM_SHUTDOWN_GRACE_S later
+ * wherever it is.
  */
 static void
 worker_sigterm(SIGNAL_ARGS)
@@ -94,21 +99,27 @@ worker_sigterm(SIGNAL_ARGS)
 	int			save_errno = errno;
 
 	shutdown_requested = true;
+	if (grace_timer_ok && !grace_armed)
+	{
+		struct itimerspec its = {{0, 0}, {SAM_SHUTDOWN_GRACE_S, 0}};
+
+		grace_armed = true;
+		(void) timer_settime(grace_timer, 0, &its, NULL);
+	}
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
 
 /*
- * shutdown_tick runs every second (a timeout, in the SIGALRM handler): a
- * SIGTERM not acted on after SAM_SHUTDOWN_GRACE_TICKS of them (a record
+ * grace_expired (SIGUSR2, which PostgreSQL leaves unused in background
+ * workers): a SIGTERM not acted on within SAM_SHUTDOWN_GRACE_S (a record
  * waiting for a lock, a job's long statement, a commit waiting for a
  * synchronous standby) ends the worker there, as die() always did.
  */
 static void
-shutdown_tick(void)
+grace_expired(SIGNAL_ARGS)
 {
-	if (shutdown_requested && ++shutdown_ticks >= SAM_SHUTDOWN_GRACE_TICKS)
-		die(SIGTERM);
+	die(postgres_signal_arg);
 }
 
 static void
@@ -808,11 +819,23 @@ sam_worker_main(Datum main_arg)
 
 	/*
 	 * From here a SIGTERM lets the worker record what it holds first
-	 * (worker_sigterm), within a few seconds (shutdown_tick).
+	 * (worker_sigterm), within SAM_SHUTDOWN_GRACE_S (grace_expired).
 	 */
-	enable_timeout_every(RegisterTimeout(USER_TIMEOUT, shutdown_tick),
-						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000), 1000);
-	pqsignal(SIGTERM, worker_sigterm);
+	{
+		struct sigevent sev;
+
+		memset(&sev, 0, sizeof(sev));
+		sev.sigev_notify = SIGEV_SIGNAL;
+		sev.sigev_signo = SIGUSR2;
+		pqsignal(SIGUSR2, grace_expired);
+		grace_timer_ok = (timer_create(CLOCK_MONOTONIC, &sev, &grace_timer) == 0);
+		if (!grace_timer_ok)
+			ereport(WARNING,
+					(errmsg("sam_ext worker could not create its shutdown timer: %m"),
+					 errdetail("A SIGTERM ends it at once, as for any background worker.")));
+		else
+			pqsignal(SIGTERM, worker_sigterm);
+	}
 	if (ProcDiePending)
 		shutdown_requested = true;
 
@@ -887,7 +910,7 @@ sam_worker_main(Datum main_arg)
 		}
 
 		/* fill free slots */
-		if (may_have_work && in_flight < sam_max_concurrency &&
+		if (may_have_work && !shutdown_requested && in_flight < sam_max_concurrency &&
 			list_length(finished) < sam_batch_size)
 		{
 			int			want = Min(sam_max_concurrency - in_flight, sam_batch_size);
@@ -925,7 +948,7 @@ sam_worker_main(Datum main_arg)
 			last_flush = GetCurrentTimestamp();
 			may_have_work = true;
 			/* while busy, jobs waiting for their calls are looked at now and then */
-			if (sam_worker_number == 0 && sam_jobs_pending() &&
+			if (sam_worker_number == 0 && !shutdown_requested && sam_jobs_pending() &&
 				TimestampDifferenceExceeds(last_jobs, last_flush, SAM_JOB_POLL_MS))
 			{
 				jobs_running = sam_service_jobs();
