@@ -4,6 +4,37 @@
 \echo Use "CREATE EXTENSION sam_ext" to load this file. \quit
 
 /*
+ * The schema must be the installer's.  CREATE EXTENSION takes a schema sam
+ * that exists already: one that another role created first (any role that
+ * may create schemas in the database, its owner for one), or in which
+ * another role may create objects, would let that role replace the
+ * functions the worker, pg_cron and the SECURITY DEFINER API call by name,
+ * and run its code as a superuser.  (DROP EXTENSION leaves the schema it
+ * created: a reinstall finds it, the installer's.)
+ */
+DO $$
+DECLARE
+    owner_name name;
+    creators text;
+BEGIN
+    SELECT pg_catalog.pg_get_userbyid(n.nspowner),
+           (SELECT pg_catalog.string_agg(DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC'
+                                                  ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, ', ')
+              FROM pg_catalog.aclexplode(n.nspacl) a
+             WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE' AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner)
+      INTO owner_name, creators
+      FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'sam';
+    IF owner_name IS DISTINCT FROM current_user OR creators IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "sam" must be created by CREATE EXTENSION sam_ext'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = CASE WHEN owner_name IS DISTINCT FROM current_user
+                                THEN pg_catalog.format('It exists already, owned by role "%s".', owner_name)
+                                ELSE pg_catalog.format('It exists already, and roles other than its owner may create objects in it: %s.', creators) END,
+                  HINT = 'Check what it holds, drop or rename it, then run CREATE EXTENSION sam_ext again.';
+    END IF;
+END $$;
+
+/*
  * Conventions.  Every function runs with search_path = pg_catalog, pg_temp
  * and names sam's own objects with the schema, so nothing a user creates
  * elsewhere can be picked up instead.  Objects whose name starts with "_"
@@ -3932,7 +3963,9 @@ DECLARE
 BEGIN
     FOR n IN SELECT * FROM sam.notifications x WHERE x.notified_at IS NULL ORDER BY x.id LIMIT 10000
              FOR UPDATE SKIP LOCKED LOOP
-        msg := jsonb_build_object('id', n.id, 'event', n.event, 'text', left(n.text, 1000), 'account_id', n.account_id,
+        -- (ids only: any role that can connect may LISTEN, whatever it may read; the text, with the
+        -- person's name, is read from sam.notifications by those allowed to)
+        msg := jsonb_build_object('id', n.id, 'event', n.event, 'account_id', n.account_id,
                                   'campaign_id', n.campaign_id, 'prospect_id', n.prospect_id, 'at', n.created_at);
         PERFORM pg_notify('sam_notifications', msg::text);
         notified := notified + 1;

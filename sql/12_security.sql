@@ -32,6 +32,24 @@ CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.tra
 CREATE FUNCTION public.trap_concat(text, text) RETURNS text LANGUAGE sql AS $$ SELECT public.trap('||(text,text)'); SELECT $1 $$;
 CREATE OPERATOR public.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = public.trap_concat);
 RESET ROLE;
+-- nor can a role that may create schemas in the database (its owner, often the application's):
+-- CREATE EXTENSION refuses a schema sam it did not create (its owner could replace the functions
+-- the worker, pg_cron and the API call by name); DROP EXTENSION leaves the schema it created
+DROP SCHEMA sam;
+CREATE ROLE squatter;
+SELECT pg_catalog.format('GRANT CREATE ON DATABASE %I TO squatter', current_database()) \gexec
+SET ROLE squatter;
+CREATE SCHEMA sam;
+RESET ROLE;
+CREATE EXTENSION sam_ext;
+DROP SCHEMA sam;
+-- one of the installer's in which another role may create objects: refused too
+CREATE SCHEMA sam;
+GRANT CREATE ON SCHEMA sam TO squatter;
+CREATE EXTENSION sam_ext;
+DROP SCHEMA sam;
+SELECT pg_catalog.format('REVOKE CREATE ON DATABASE %I FROM squatter', current_database()) \gexec
+DROP ROLE squatter;
 
 -- the installer's search_path puts public first
 SET search_path = public, pg_catalog;
