@@ -1558,6 +1558,22 @@ AS $$
 $$;
 
 /*
+ * sam._may_go_then: an action the claim could take at t, as far as its
+ * campaign (running or completed, or none) and the account's pause of
+ * invitations say.  The spacing of actions moved to the next window counts
+ * only those: a paused campaign's actions, or an invitation held for days,
+ * took the window's first places and pushed the others back.
+ */
+CREATE FUNCTION sam._may_go_then(kind text, campaign_id bigint, invites_paused_until timestamptz, t timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (kind <> 'invite' OR invites_paused_until IS NULL OR invites_paused_until <= t)
+           AND (campaign_id IS NULL
+                OR EXISTS (SELECT 1 FROM sam.campaigns c WHERE c.id = campaign_id AND c.status IN ('running', 'completed')))
+$$;
+
+/*
  * sam._claimable locks and returns the ids of up to n rows the claim may
  * take, in the order they are due: unfinished and due, of an active account
  * (or a notification), of a running or completed campaign, not a paused
@@ -1638,12 +1654,15 @@ BEGIN
              WHERE w.account_id = a.account_id AND w.finished_at IS NULL
                AND w.state IN ('queued', 'failed') AND w.not_before <= now_t
                AND sam._is_action(w.kind) AND NOT w.needs_check
-               FOR UPDATE SKIP LOCKED
+               AND sam._may_go_then(w.kind, w.campaign_id, a.invites_paused_until, window_t)
+               FOR UPDATE OF w SKIP LOCKED
         ), st AS (              -- (not inlined: volatile) where the first of them goes
             SELECT greatest(window_t, max(x.not_before) + a.spacing_min + random() * (a.spacing_max - a.spacing_min)) AS t0
               FROM sam.outbox x
              WHERE x.account_id = a.account_id AND x.finished_at IS NULL
-               AND x.not_before >= window_t AND sam._is_action(x.kind)
+               AND x.not_before >= window_t AND x.not_before < window_t + interval '1 day'
+               AND sam._is_action(x.kind)
+               AND sam._may_go_then(x.kind, x.campaign_id, a.invites_paused_until, window_t)
         ), s AS (
             SELECT w.id, w.gap,
                    st.t0 + coalesce(sum(w.gap) OVER (ORDER BY w.not_before, w.id
@@ -1656,10 +1675,12 @@ BEGIN
         )
         SELECT max(m.t_end) INTO last_t FROM moved m;
         IF last_t IS NOT NULL THEN
+            -- (FOR NO KEY UPDATE: a key-share lock, the foreign key check of a row queued for the account
+            -- meanwhile, does not make it skip)
             UPDATE sam.accounts x SET next_action_at = last_t
              WHERE x.account_id IN (SELECT y.account_id FROM sam.accounts y WHERE y.account_id = a.account_id
                                        AND (y.next_action_at IS NULL OR y.next_action_at < last_t)
-                                       FOR UPDATE SKIP LOCKED);
+                                       FOR NO KEY UPDATE SKIP LOCKED);
         END IF;
     END LOOP;
 

@@ -91,6 +91,24 @@ SELECT o.not_before AT TIME ZONE 'America/New_York' AS local_time, p.provider_id
   FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-spill' ORDER BY o.not_before;
 SELECT next_action_at AT TIME ZONE 'America/New_York' AS next_action_local FROM sam.accounts WHERE account_id = 'acc-spill';
 ROLLBACK;
+-- what the claim could not take then (a paused campaign's invitations) neither moves nor takes the
+-- window's first places
+BEGIN;
+SELECT sam.create_account('acc-spill2', time_zone => 'America/New_York', spacing_min => '3 minutes',
+                          spacing_max => '3 minutes')->>'success';
+SELECT (sam.create_campaign('acc-spill2', 'Going'))->>'campaign_id' AS gid \gset
+SELECT (sam.create_campaign('acc-spill2', 'Paused'))->>'campaign_id' AS pid \gset
+SELECT (sam.add_prospects(:pid, '[{"provider_id": "ACoSPILLP1"}, {"provider_id": "ACoSPILLP2"}]'))->>'inserted';
+SELECT (sam.add_prospects(:gid, '[{"provider_id": "ACoSPILLG1"}]'))->>'inserted';
+SELECT sam.set_clock('2026-03-10 15:00:00+00', frozen => true)->>'now' AS now;   -- 11:00 in New York
+SELECT (sam.start_campaign(:pid))->>'queued' AS queued_paused, (sam.start_campaign(:gid))->>'queued' AS queued_going;
+SELECT (sam.pause_campaign(:pid))->>'success' AS paused;
+SELECT sam.set_clock('2026-03-11 02:00:00+00', frozen => true)->>'now' AS now;   -- 22:00 in New York
+SELECT count(*) AS claimed_at_night FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-spill2';
+SELECT o.not_before AT TIME ZONE 'America/New_York' AS local_time, p.provider_id
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-spill2' ORDER BY o.not_before;
+SELECT next_action_at AT TIME ZONE 'America/New_York' AS next_action_local FROM sam.accounts WHERE account_id = 'acc-spill2';
+ROLLBACK;
 -- The claim (queued -> in_flight) changes no indexed column and no column of an index's
 -- predicate (they name finished_at, not state), and the fillfactor leaves room on the page: it is
 -- a HOT update, no index entry written (rolled back here)
