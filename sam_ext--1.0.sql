@@ -1452,6 +1452,41 @@ BEGIN
     RETURN why;
 END $$;
 
+/*
+ * sam._learn_identifiers: an answer names a prospect by the identifier it
+ * was not imported with (a webhook, a page of relations gives both the
+ * provider id and the public identifier): the prospect gets it, and is
+ * screened again, since an erasure or a do-not-contact entry may name the
+ * person by that one only.  A public identifier another prospect of the
+ * account already has is left (the same person imported twice, by each
+ * identifier: the import's screening cannot see that).  Returns
+ * _refuse_prospect's reason, NULL when the prospect may go on.
+ */
+CREATE FUNCTION sam._learn_identifiers(p_id bigint, pid text, pub text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lpub text := lower(sam._url_decode(nullif(btrim(pub), '')));
+    changed boolean := false;
+BEGIN
+    IF nullif(pid, '') IS NOT NULL THEN
+        UPDATE sam.prospects SET provider_id = pid WHERE id = p_id AND provider_id IS NULL;
+        changed := FOUND;
+    END IF;
+    IF lpub IS NOT NULL AND lpub <> '' THEN
+        BEGIN
+            UPDATE sam.prospects SET public_identifier = lpub WHERE id = p_id AND public_identifier IS NULL;
+            changed := changed OR FOUND;
+        EXCEPTION WHEN unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    IF NOT changed THEN
+        RETURN NULL;
+    END IF;
+    RETURN sam._refuse_prospect(p_id);
+END $$;
+
 CREATE FUNCTION sam.start_campaign(campaign_id bigint) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1826,6 +1861,12 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n > 0 THEN
         RAISE LOG 'sam_ext: % outbox rows were in flight when the worker stopped; they will be checked before any resend', n;
+    END IF;
+    -- the runs worker 0 was making are over: they would stay running (and kept) for ever
+    IF worker = 0 THEN
+        UPDATE sam.job_runs r SET status = 'failed', finished_at = clock_timestamp(),
+                                  error = 'the worker stopped before the run ended'
+         WHERE r.status = 'running' AND r.job IN ('check-relations', 'process-follow-ups');
     END IF;
     RETURN n;
 END $$;
@@ -2374,10 +2415,10 @@ BEGIN
         IF NOT FOUND THEN
             RETURN jsonb_build_object('status', 'unmatched', 'reason', 'no prospect of this account is that person');
         END IF;
-        IF pr.provider_id IS NULL AND p->>'user_provider_id' IS NOT NULL THEN
-            UPDATE sam.prospects SET provider_id = p->>'user_provider_id' WHERE id = pr.id;
-            -- known until now by public identifier only: the provider id may be refused
-            why := sam._refuse_prospect(pr.id);
+        IF (pr.provider_id IS NULL AND p->>'user_provider_id' IS NOT NULL)
+           OR (pr.public_identifier IS NULL AND coalesce(p->>'user_public_identifier', '') <> '') THEN
+            -- known until now by one identifier only: the other may be refused
+            why := sam._learn_identifiers(pr.id, p->>'user_provider_id', p->>'user_public_identifier');
             IF why LIKE 'erased on request%' THEN
                 -- this webhook names them too: it goes with them (its row's update finds nothing)
                 DELETE FROM sam.webhook_events w WHERE w.id = e.id;
@@ -4113,16 +4154,42 @@ DECLARE
     n_rows integer;
     n_notifications integer;
     n_runs integer;
+    anonymised bigint[];
 BEGIN
-    UPDATE sam.prospects p
-       SET provider_id = NULL, public_identifier = 'anonymised-' || p.id, profile_url = NULL,
-           first_name = NULL, last_name = NULL, company = NULL, title = NULL, variables = '{}',
-           invitation_id = NULL, chat_id = NULL, last_error = NULL, follow_up_due_at = NULL,
-           anonymised_at = now_t, updated_at = now_t
-      FROM sam.campaigns c
-     WHERE c.id = p.campaign_id AND c.status = 'completed'
-       AND c.completed_at < now_t - sam._keep('prospect_data') AND p.anonymised_at IS NULL;
-    GET DIAGNOSTICS n_prospects = ROW_COUNT;
+    /*
+     * Anonymised: no identifier, name or text of theirs, and the times
+     * kept to the day (a relation's exact created_at, which the account's
+     * relations list shows, named the member).  What points at the row
+     * goes too, whatever its own retention: the bodies of its calls (a
+     * chat id in the context was enough to name the person again), its
+     * notifications, and the webhooks applied to it.
+     */
+    WITH a AS (
+        UPDATE sam.prospects p
+           SET provider_id = NULL, public_identifier = 'anonymised-' || p.id, profile_url = NULL,
+               first_name = NULL, last_name = NULL, company = NULL, title = NULL, variables = '{}',
+               invitation_id = NULL, chat_id = NULL, last_error = NULL, follow_up_due_at = NULL,
+               created_at = date_trunc('day', p.created_at), invited_at = date_trunc('day', p.invited_at),
+               connected_at = date_trunc('day', p.connected_at), last_message_at = date_trunc('day', p.last_message_at),
+               replied_at = date_trunc('day', p.replied_at), completed_at = date_trunc('day', p.completed_at),
+               failed_at = date_trunc('day', p.failed_at), withdrawn_at = date_trunc('day', p.withdrawn_at),
+               anonymised_at = now_t, updated_at = date_trunc('day', now_t)
+          FROM sam.campaigns c
+         WHERE c.id = p.campaign_id AND c.status = 'completed'
+           AND c.completed_at < now_t - sam._keep('prospect_data') AND p.anonymised_at IS NULL
+        RETURNING p.id
+    )
+    SELECT coalesce(array_agg(a.id), '{}') INTO anonymised FROM a;
+    n_prospects := cardinality(anonymised);
+    IF n_prospects > 0 THEN
+        UPDATE sam.outbox o SET request = '{}', response = NULL, context = o.context - 'text' - 'chat_id',
+                                bodies_removed_at = coalesce(o.bodies_removed_at, now_t)
+         WHERE o.prospect_id = ANY (anonymised) AND o.finished_at IS NOT NULL
+           AND (o.request <> '{}' OR o.response IS NOT NULL OR o.context ?| ARRAY['text', 'chat_id']);
+        DELETE FROM sam.notifications x WHERE x.prospect_id = ANY (anonymised) AND x.http_state <> 'queued';
+        DELETE FROM sam.webhook_events w
+         WHERE (w.result->>'prospect_id')::bigint = ANY (anonymised) AND w.status <> 'received';
+    END IF;
 
     DELETE FROM sam.webhook_events w
      WHERE w.received_at < now_t - sam._keep('webhook_payloads') AND w.status <> 'received';
@@ -4132,7 +4199,7 @@ BEGIN
      WHERE o.state IN ('done', 'dead', 'cancelled') AND o.finished_at < now_t - sam._keep('outbox_rows');
     GET DIAGNOSTICS n_rows = ROW_COUNT;
 
-    UPDATE sam.outbox o SET request = '{}', response = NULL, context = o.context - 'text', bodies_removed_at = now_t
+    UPDATE sam.outbox o SET request = '{}', response = NULL, context = o.context - 'text' - 'chat_id', bodies_removed_at = now_t
      WHERE o.state IN ('done', 'dead', 'cancelled') AND o.finished_at < now_t - sam._keep('outbox_bodies')
        AND o.bodies_removed_at IS NULL;
     GET DIAGNOSTICS n_bodies = ROW_COUNT;
@@ -4260,6 +4327,31 @@ BEGIN
             OR (re IS NOT NULL AND x.t ~ re));
 END $$;
 
+/*
+ * sam._paired_identifiers: the identifiers stored answers give together with
+ * one of keys (a new_relation webhook names the person by provider id and
+ * public identifier, a profile lookup's answer too): so that an erasure by
+ * profile URL also finds a prospect imported by provider id only.
+ */
+CREATE FUNCTION sam._paired_identifiers(keys text[]) RETURNS text[]
+LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH pairs AS (
+        SELECT w.payload->>'user_provider_id' AS pid, w.payload->>'user_public_identifier' AS pub
+          FROM sam.webhook_events w
+         WHERE w.event = 'new_relation'
+        UNION ALL
+        SELECT o.response->>'provider_id', o.response->>'public_identifier'
+          FROM sam.outbox o
+         WHERE o.kind IN ('resolve_profile', 'invite') AND o.response ? 'provider_id'
+    )
+    SELECT coalesce(array_agg(DISTINCT v.x), '{}')
+      FROM (SELECT p.pid, lower(sam._url_decode(nullif(p.pub, ''))) AS lpub FROM pairs p) q
+     CROSS JOIN LATERAL (VALUES (q.pid), (q.lpub)) v(x)
+     WHERE (q.pid = ANY (keys) OR q.lpub = ANY (keys))
+       AND v.x IS NOT NULL AND v.x <> ''
+$$;
+
 CREATE FUNCTION sam.erase_person(identifier text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -4278,11 +4370,14 @@ DECLARE
     n_webhooks integer;
     n_notifications integer;
     n_hashes integer;
+    n_dnc integer;
 BEGIN
     -- imports of the same person wait, or are seen (see add_prospects)
     LOCK TABLE sam.prospects IN SHARE ROW EXCLUSIVE MODE;
     -- their prospects, by the identifier given, then by the other identifiers those have (the same
     -- person in another account, found by URL here and by provider id there): until no new one turns up
+    -- (and by the identifiers stored answers pair with theirs: a prospect imported by provider id,
+    -- erased by profile URL)
     ids := '{}';
     keys := ARRAY[v, lower(v)];
     LOOP
@@ -4292,7 +4387,8 @@ BEGIN
           FROM sam.prospects p
           LEFT JOIN LATERAL unnest(ARRAY[p.provider_id, p.public_identifier]) k ON true
          WHERE (p.provider_id = ANY (keys) OR p.public_identifier = ANY (keys)) AND p.id <> ALL (ids);
-        EXIT WHEN cardinality(more_ids) = 0;
+        more_keys := more_keys || sam._paired_identifiers(keys || more_keys);
+        EXIT WHEN cardinality(more_ids) = 0 AND more_keys <@ keys;
         ids := ids || more_ids;
         keys := ARRAY(SELECT DISTINCT k FROM unnest(keys || more_keys) k);
     END LOOP;
@@ -4312,6 +4408,10 @@ BEGIN
     GET DIAGNOSTICS n_scrubbed = ROW_COUNT;
     DELETE FROM sam.webhook_events w WHERE sam._names_person(w.payload, keys || chats, tokens);
     GET DIAGNOSTICS n_webhooks = ROW_COUNT;
+    -- a do-not-contact entry of theirs held the identifier in clear (and a reason): the hashes refuse them now
+    DELETE FROM sam.do_not_contact d
+     WHERE d.identifier IS NOT NULL AND lower(d.identifier) = ANY (ARRAY(SELECT lower(k) FROM unnest(keys) k));
+    GET DIAGNOSTICS n_dnc = ROW_COUNT;
 
     INSERT INTO sam.suppressions (hash)
     SELECT DISTINCT sam._identity_hash(k) FROM unnest(keys) k
@@ -4322,7 +4422,8 @@ BEGIN
         n_prospects, n_outbox, n_webhooks, n_notifications;
     RETURN jsonb_build_object('success', true, 'suppressed', true,
         'removed', jsonb_build_object('prospects', n_prospects, 'outbox', n_outbox, 'outbox_bodies', n_scrubbed,
-                                      'webhook_events', n_webhooks, 'notifications', n_notifications),
+                                      'webhook_events', n_webhooks, 'notifications', n_notifications,
+                                      'do_not_contact', n_dnc),
         'suppression_hashes_added', n_hashes);
 END $$;
 COMMENT ON FUNCTION sam.erase_person(text) IS 'GDPR erasure: removes the person''s data everywhere, cancels what is queued for them, and keeps only hashes on the suppression list';

@@ -123,6 +123,21 @@ VALUES ('acc-g', 'invite', 'g-100', '{"json": {"message": "Hello Gina"}}', '{"in
        ('acc-g', 'invite', 'g-40', '{"json": {"message": "Hello Gina"}}', '{"invitation_id": "2"}', 'dead', sam.now() - interval '40 days', sam.now()),
        ('acc-g', 'invite', 'g-2', '{"json": {"message": "Hello Gus"}}', '{"invitation_id": "3"}', 'done', sam.now() - interval '2 days', sam.now()),
        ('acc-g', 'invite', 'g-queued', '{"json": {"message": "Hello"}}', NULL, 'queued', NULL, sam.now() + interval '1 year');
+-- the old prospect's message (finished yesterday, its chat in the context), its notification and the
+-- webhook applied to it: they point at the prospect, so they go with its data
+INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, response, context, state,
+                        finished_at, not_before)
+SELECT 'acc-g', p.campaign_id, p.id, 'send_message', 'g-msg', '{"form": [["text", "Hi Gina"]]}', '{"chat_id": "chat-gina"}',
+       '{"step": 1, "text": "Hi Gina", "chat_id": "chat-gina"}', 'done', sam.now() - interval '1 day', sam.now()
+  FROM sam.prospects p WHERE p.provider_id = 'ACoG1';
+INSERT INTO sam.notifications (event, account_id, campaign_id, prospect_id, dedupe_key, text, notified_at, http_state)
+SELECT 'prospect_replied', 'acc-g', p.campaign_id, p.id, 'g-replied', 'Gina (Old Co) replied', sam.now(), 'none'
+  FROM sam.prospects p WHERE p.provider_id = 'ACoG1';
+INSERT INTO sam.webhook_events (source, event, account_id, dedupe_key, payload, status, result)
+SELECT 'unipile', 'message_received', 'acc-g', 'g-reply', '{"message": "thanks, Gina here"}', 'processed',
+       jsonb_build_object('prospect_id', p.id, 'transition', 'replied')
+  FROM sam.prospects p WHERE p.provider_id = 'ACoG1';
+UPDATE sam.prospects SET connected_at = '2025-01-07 13:14:15.678+00' WHERE provider_id = 'ACoG1';
 UPDATE sam.outbox SET updated_at = sam.now() WHERE account_id = 'acc-g';
 -- webhook events: applied 10 days ago (gone with webhook_payloads = 7 days), and today
 SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoOLD"}')->>'status' AS old_event;
@@ -137,6 +152,11 @@ SELECT c.name, p.provider_id, p.public_identifier ~ '^anonymised-' AS anonymised
        p.connected_at IS NOT NULL AS connected, p.anonymised_at
   FROM sam.prospects p JOIN sam.campaigns c ON c.id = p.campaign_id WHERE p.account_id = 'acc-g' ORDER BY c.id;
 SELECT name, prospects, connected, completed FROM sam.campaign_funnel WHERE account_id = 'acc-g' ORDER BY campaign_id;
+-- its times are kept to the day (the exact time of a relation named the member); what pointed at it is gone
+SELECT connected_at FROM sam.prospects WHERE public_identifier ~ '^anonymised-';
+SELECT request, response, context FROM sam.outbox WHERE idempotency_key = 'g-msg';
+SELECT count(*) AS its_notifications FROM sam.notifications WHERE dedupe_key = 'g-replied';
+SELECT count(*) AS its_webhooks FROM sam.webhook_events WHERE dedupe_key = 'g-reply';
 SELECT idempotency_key, state, request, response, bodies_removed_at IS NOT NULL AS stripped
   FROM sam.outbox WHERE account_id = 'acc-g' ORDER BY idempotency_key;
 SELECT user_provider_id FROM (SELECT payload->>'user_provider_id' AS user_provider_id FROM sam.webhook_events
@@ -202,6 +222,31 @@ VALUES ('acc-g2', 'relations_page', 'eve-raw', '{}', '{"raw": "<html>urn:li:fsd_
 SELECT sam.erase_person('https://www.linkedin.com/in/eve-x/')->'removed' AS both_accounts;
 SELECT count(*) AS eve_left FROM sam.prospects WHERE provider_id = 'ACoEVEXAAAAAAAAAAAAA' OR public_identifier = 'eve-x';
 SELECT idempotency_key, response IS NULL AS scrubbed FROM sam.outbox WHERE idempotency_key LIKE 'eve-%' ORDER BY 1;
+-- a prospect imported by provider id only, erased by profile URL: found through a stored answer that
+-- gives both identifiers (a webhook, here unmatched in the other account), or by the public identifier
+-- a webhook taught it (its webhook gone since); and a do-not-contact entry by URL stops it the same way
+SELECT (sam.add_prospects(:ecid, '[{"provider_id": "ACoPAIRONE"}, {"provider_id": "ACoPAIRTWO"},
+                                   {"provider_id": "ACoPAIRTHREE"}]'))->>'inserted' AS provider_only;
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g2", "user_provider_id": "ACoPAIRONE",
+                            "user_public_identifier": "pair-one"}')->>'status' AS elsewhere;
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoPAIRTWO",
+                            "user_public_identifier": "Pair-Two"}')->>'transition' AS learnt;
+SELECT sam.add_do_not_contact('https://www.linkedin.com/in/pair-three/', reason => 'asked')->>'success' AS dnc;
+SELECT r->>'transition' AS dnc_learnt, r->>'reason' AS reason
+  FROM sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoPAIRTHREE",
+                            "user_public_identifier": "pair-three"}') r;
+SELECT provider_id, public_identifier, status, last_error FROM sam.prospects WHERE provider_id LIKE 'ACoPAIR%' ORDER BY 1;
+DELETE FROM sam.webhook_events WHERE payload->>'user_provider_id' IN ('ACoPAIRTWO', 'ACoPAIRTHREE');
+SELECT sam.erase_person('https://www.linkedin.com/in/pair-one/')->'removed' AS by_pairing;
+SELECT sam.erase_person('pair-two')->'removed'->'prospects' AS by_learnt;
+SELECT provider_id FROM sam.prospects WHERE provider_id LIKE 'ACoPAIR%';
+SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoPAIRONE"}, {"provider_id": "ACoPAIRTWO"}]')->'refused' AS refused_by_pairing;
+-- an erasure removes the person's do-not-contact entry too (their identifier in clear, a reason): the
+-- hashes refuse them now
+SELECT sam.erase_person('https://www.linkedin.com/in/pair-three/')->'removed' AS with_its_entry;
+SELECT count(*) AS entries_left FROM sam.do_not_contact;
+SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoPAIRTHREE"}]')->'refused' AS still_refused;
+SELECT setval(pg_get_serial_sequence('sam.do_not_contact', 'id'), 1, false) IS NOT NULL AS reset;
 SELECT sam.delete_account('acc-g2')->>'success' AS cleaned;
 -- percent-encoded profile URLs name the decoded identifier, in erasures, imports and the do-not-contact list
 SELECT sam.erase_person('https://www.linkedin.com/in/jos%C3%A9-p/')->'removed'->'prospects' AS encoded;

@@ -573,6 +573,17 @@ relations_page done 1 200 -",
 	$node->reload;
 }
 
+# ---- a run the worker was making when it stopped does not stay running (and kept) for ever ------
+{
+	my $id = $node->safe_psql('postgres', "INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id");
+	my $pid = $node->safe_psql('postgres', 'SELECT sam.worker_pid()');
+	$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+	$node->poll_query_until('postgres', "SELECT sam.worker_pid() IS NOT NULL AND sam.worker_pid() <> $pid")
+	  or die 'the worker did not come back';
+	is($node->safe_psql('postgres', "SELECT status || ': ' || error FROM sam.job_runs WHERE id = $id"),
+		'failed: the worker stopped before the run ended', 'a run left running by the worker ends when it starts again');
+}
+
 $node->stop;
 $mock->{handle}->kill_kill;
 done_testing();
