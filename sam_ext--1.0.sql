@@ -1956,9 +1956,9 @@ END $$;
  * sam._prospect_connected: positive evidence of acceptance, at_t the time of
  * the acceptance as the evidence gives it (the relation's created_at), or
  * its detection.  The first step's delay counts from it.  A time before the
- * invitation or after now (a wrong clock, a time in other units) is taken
- * as the nearer of the two: no message before the invitation's own delay,
- * none put off by a time to come.
+ * invitation (a wrong clock, a time in other units) is taken as now (the
+ * detection), one to come as now too: no message sent at once on a wrong
+ * time, none put off by a time to come.
  */
 CREATE FUNCTION sam._prospect_connected(p_id bigint, at_t timestamptz, via text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -1970,8 +1970,12 @@ BEGIN
            follow_up_due_at = x.t + coalesce(
                (SELECT (c.follow_ups->0->>'delay')::interval FROM sam.campaigns c WHERE c.id = p.campaign_id),
                interval '24 hours')
-      FROM (SELECT least(greatest(at_t, q.invited_at), sam.now()) AS t FROM sam.prospects q WHERE q.id = p_id) x
-     WHERE p.id = p_id AND p.status IN ('pending', 'connection_request_sent');
+      FROM (SELECT CASE WHEN at_t < q.invited_at THEN sam.now() ELSE least(coalesce(at_t, sam.now()), sam.now()) END AS t
+              FROM sam.prospects q WHERE q.id = p_id) x
+     WHERE p.id = p_id
+       AND (p.status IN ('pending', 'connection_request_sent')
+            -- ended as no longer pending without an id to withdraw it by (check_relations): evidence wins
+            OR (p.status = 'withdrawn' AND p.invitation_id IS NULL));
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -2214,10 +2218,14 @@ BEGIN
     END IF;
 
     IF o.kind = 'withdraw_invite' AND p_status = 404 THEN
-        -- nothing pending to withdraw (accepted, declined or withdrawn already): the prospect stays as it is
+        -- nothing pending under that id (accepted, declined or withdrawn already): the prospect stays as it
+        -- is, without the id, so that check_relations looks for the invitation in the sent list (withdrawn
+        -- again under the id found there) or among the relations, and ends it if it is in neither
         UPDATE sam.outbox SET state = 'done', error_type = etype, error = 'no such pending invitation: ' || detail,
                               finished_at = sam.now(), updated_at = sam.now()
          WHERE id = o.id;
+        UPDATE sam.prospects SET invitation_id = NULL, updated_at = sam.now()
+         WHERE id = o.prospect_id AND status = 'connection_request_sent';
         RETURN;
     END IF;
 
@@ -2501,8 +2509,10 @@ AS $$
 DECLARE
     cancelled integer;
 BEGIN
-    -- (a completed sequence's prospect who writes back replied too: the funnel and the app want it)
-    IF pr.status NOT IN ('pending', 'connection_request_sent', 'connected', 'completed') THEN
+    -- (a completed sequence's prospect who writes back replied too: the funnel and the app want it;
+    -- so does one whose invitation was taken for no longer pending, see check_relations)
+    IF pr.status NOT IN ('pending', 'connection_request_sent', 'connected', 'completed')
+       AND NOT (pr.status = 'withdrawn' AND pr.invitation_id IS NULL) THEN
         UPDATE sam.prospects SET chat_id = coalesce(chat_id, p_chat_id) WHERE id = pr.id;
         RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'none',
                                   'reason', format('prospect is already %s', pr.status));
@@ -3039,17 +3049,23 @@ DECLARE
     errors jsonb;
     looked_up integer;
     gone integer;
+    missing bigint[];
+    missing_before bigint[];
 BEGIN
     SELECT coalesce(sum((o.outcome->>'found')::integer), 0) INTO looked_up
       FROM sam.outbox o WHERE o.job_run_id = p_run_id AND o.kind = 'sent_invitations_page' AND o.state = 'done';
     /*
      * A stale invitation without an id that is neither among the account's
-     * pending sent invitations (the list read to its end in this run) nor
-     * among its relations (read back to before the oldest pending
-     * invitation, in this run, every page recorded) is no longer pending at
-     * LinkedIn: declined and expired, or withdrawn by hand.  Its prospect
-     * ends as withdrawn, so that the campaign can complete (and its data
-     * reach their retention), and the paging stops pinned to its age.
+     * pending sent invitations (the list read to its end in this run, each
+     * item naming its person) nor among its relations (read back past the
+     * oldest pending invitation, in this run, every page recorded) is no
+     * longer pending at LinkedIn: declined and expired, or withdrawn by hand.
+     * Twice in a row, in this run and the one before: an acceptance made
+     * between the reads of one run is in neither list, and shows among the
+     * relations of the next.  Its prospect then ends as withdrawn, so that
+     * the campaign can complete (and its data reach their retention), and
+     * the paging stops pinned to its age; later evidence of an acceptance,
+     * or a reply, still counts (see sam._prospect_connected).
      */
     WITH read_through AS (
         SELECT o.account_id
@@ -3057,17 +3073,28 @@ BEGIN
          WHERE o.job_run_id = p_run_id AND o.kind IN ('sent_invitations_page', 'relations_page')
          GROUP BY o.account_id
         HAVING bool_and(o.state = 'done')
-           AND bool_or(o.kind = 'sent_invitations_page' AND o.outcome->>'next_page' = 'false')
-           AND bool_or(o.kind = 'relations_page' AND o.outcome->>'next_page' = 'false')
-    ), ended AS (
+           AND bool_or(o.kind = 'sent_invitations_page' AND coalesce((o.outcome->>'complete')::boolean, false))
+           AND bool_or(o.kind = 'relations_page' AND coalesce((o.outcome->>'complete')::boolean, false))
+           AND coalesce(sum((o.outcome->>'unmatchable')::integer), 0) = 0
+    )
+    SELECT coalesce(array_agg(pr.id ORDER BY pr.id), '{}') INTO missing
+      FROM read_through r
+      JOIN sam.prospects pr ON pr.account_id = r.account_id
+      JOIN sam.campaigns c ON c.id = pr.campaign_id
+     WHERE pr.status = 'connection_request_sent' AND pr.invitation_id IS NULL
+       AND pr.invited_at < now_t - c.withdraw_after;
+    SELECT coalesce(ARRAY(SELECT x::bigint FROM jsonb_array_elements_text(r.result->'missing_from_both_lists') x), '{}')
+      INTO missing_before
+      FROM sam.job_runs r
+     WHERE r.job = 'check-relations' AND r.id < p_run_id AND r.status = 'succeeded'
+     ORDER BY r.id DESC LIMIT 1;
+    WITH ended AS (
         UPDATE sam.prospects pr
            SET status = 'withdrawn', withdrawn_at = now_t, updated_at = now_t, follow_up_due_at = NULL,
                last_error = 'the invitation is no longer pending at LinkedIn (not among the sent invitations, '
-                            || 'and the person is not a relation): declined and expired, or withdrawn outside sam_ext'
-          FROM read_through r, sam.campaigns c
-         WHERE pr.account_id = r.account_id AND c.id = pr.campaign_id
+                            || 'and the person is not a relation, in two runs): declined and expired, or withdrawn outside sam_ext'
+         WHERE pr.id = ANY (missing) AND pr.id = ANY (coalesce(missing_before, '{}'))
            AND pr.status = 'connection_request_sent' AND pr.invitation_id IS NULL
-           AND pr.invited_at < now_t - c.withdraw_after
         RETURNING 1
     )
     SELECT count(*) INTO gone FROM ended;
@@ -3095,7 +3122,9 @@ BEGIN
     RETURN jsonb_build_object('checked', coalesce((started->>'checked')::integer, 0), 'accepted', accepted,
                               'still_pending', still, 'errors', errors, 'pages_fetched', pages,
                               'withdrawn', withdrawn, 'invitation_ids_found', looked_up,
-                              'no_longer_pending', gone);
+                              'no_longer_pending', gone,
+                              -- (ended if still so at the next run)
+                              'missing_from_both_lists', to_jsonb(missing));
 END $$;
 
 CREATE FUNCTION sam.check_relations() RETURNS jsonb
@@ -3106,8 +3135,8 @@ COMMENT ON FUNCTION sam.check_relations() IS 'Twice a day: backup acceptance det
 /*
  * sam._page_read: one page of a job's paged read is applied.  Its outcome
  * (with next_page) is kept on its row, and the next page, if next_cursor
- * names one, is queued for the same run (once: the key is the run and the
- * page number).
+ * names one, is queued for the same run while it runs (once: the key is
+ * the run and the page number).
  */
 CREATE FUNCTION sam._page_read(o sam.outbox, outcome jsonb, next_cursor text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -3115,9 +3144,16 @@ AS $$
 DECLARE
     page integer := coalesce((o.context->>'page')::integer, 1);
 BEGIN
-    UPDATE sam.outbox x SET outcome = _page_read.outcome || jsonb_build_object('next_page', next_cursor IS NOT NULL)
+    -- the page's people are not kept: most are no prospect of ours (what matched is applied)
+    UPDATE sam.outbox x SET outcome = _page_read.outcome || jsonb_build_object('next_page', next_cursor IS NOT NULL),
+                            response = CASE WHEN jsonb_typeof(x.response->'items') = 'array'
+                                            THEN (x.response - 'items')
+                                                 || jsonb_build_object('items_not_kept', jsonb_array_length(x.response->'items'))
+                                            ELSE x.response END
      WHERE x.id = o.id;
-    IF next_cursor IS NOT NULL THEN
+    IF next_cursor IS NOT NULL
+       AND (o.job_run_id IS NULL
+            OR EXISTS (SELECT 1 FROM sam.job_runs r WHERE r.id = o.job_run_id AND r.status = 'running')) THEN
         INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
         VALUES (o.account_id, o.kind, format('%s:%s:%s', split_part(o.idempotency_key, ':', 1), o.job_run_id, page + 1),
                 jsonb_set(o.request, '{query,cursor}', to_jsonb(next_cursor)),
@@ -3144,14 +3180,22 @@ DECLARE
     page integer := coalesce((o.context->>'page')::integer, 1);
     more boolean;
 BEGIN
-    FOR item IN SELECT * FROM jsonb_array_elements(coalesce(resp->'items', '[]')) LOOP
+    -- (a page without its list is no proof of anything: not an end of the relations)
+    IF jsonb_typeof(resp->'items') IS DISTINCT FROM 'array' THEN
+        PERFORM sam._dead(o, 'bad_response', 'the list of relations has no items array');
+        RETURN;
+    END IF;
+    FOR item IN SELECT * FROM jsonb_array_elements(resp->'items') LOOP
         n := n + 1;
         oldest_ms := least(oldest_ms, (item->>'created_at')::numeric);
-        FOR pr IN SELECT x.id FROM sam.prospects x
+        FOR pr IN SELECT x.id, x.provider_id, x.public_identifier FROM sam.prospects x
                    WHERE x.account_id = o.account_id AND x.status = 'connection_request_sent'
                      AND (x.provider_id = item->>'member_id'
                           OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(sam._url_decode(item->>'public_identifier'))))
         LOOP
+            -- known until now by one identifier only: the other may be refused
+            CONTINUE WHEN (pr.provider_id IS NULL OR pr.public_identifier IS NULL)
+                          AND sam._learn_identifiers(pr.id, item->>'member_id', item->>'public_identifier') IS NOT NULL;
             IF sam._prospect_connected(pr.id, coalesce(to_timestamp((item->>'created_at')::numeric / 1000), sam.now()),
                                        'relations') THEN
                 accepted := accepted + 1;
@@ -3160,7 +3204,12 @@ BEGIN
     END LOOP;
     more := resp->>'cursor' IS NOT NULL AND n > 0
             AND oldest_ms >= (o.context->>'stop_before_ms')::numeric AND page < 1000;
-    PERFORM sam._page_read(o, jsonb_build_object('accepted', accepted, 'relations', n),
+    PERFORM sam._page_read(o, jsonb_build_object('accepted', accepted, 'relations', n,
+                                                 -- read back past the oldest pending invitation, or to the end
+                                                 -- (not stopped by the page limit, nor by relations without a time)
+                                                 'complete', NOT coalesce(more, false)
+                                                             AND (coalesce(resp->>'cursor', '') = '' OR n = 0
+                                                                  OR coalesce(oldest_ms < (o.context->>'stop_before_ms')::numeric, false))),
                            CASE WHEN more THEN resp->>'cursor' END);
 END $$;
 
@@ -3178,30 +3227,54 @@ DECLARE
     now_t timestamptz := sam.now();
     page integer := coalesce((o.context->>'page')::integer, 1);
     n integer;
+    unmatchable integer;
     found_ids integer;
     room integer;
     more boolean;
+    running boolean;
 BEGIN
-    n := jsonb_array_length(CASE jsonb_typeof(resp->'items') WHEN 'array' THEN resp->'items' ELSE '[]' END);
+    -- (a page without its list is no proof that an invitation is missing from it)
+    IF jsonb_typeof(resp->'items') IS DISTINCT FROM 'array' THEN
+        PERFORM sam._dead(o, 'bad_response', 'the list of sent invitations has no items array');
+        RETURN;
+    END IF;
+    SELECT count(*), count(*) FILTER (WHERE coalesce(i->>'invited_user_id', '') = ''
+                                        AND coalesce(i->>'invited_user_public_id', '') = '')
+      INTO n, unmatchable
+      FROM jsonb_array_elements(resp->'items') i;
+    -- the run's withdrawals are counted, and its next pages queued, under its row's lock (pages of one run
+    -- are recorded by two workers at once), and only while it runs (a page recorded after its end)
+    SELECT true INTO running FROM sam.job_runs r
+     WHERE r.id = o.job_run_id AND r.status = 'running' FOR NO KEY UPDATE;
+    running := coalesce(running, false);
+
+    -- by provider id; by public identifier only for an item without one (a vanity URL can change hands)
     WITH items AS (
         SELECT i->>'id' AS invitation_id, nullif(i->>'invited_user_id', '') AS provider_id,
                lower(sam._url_decode(nullif(i->>'invited_user_public_id', ''))) AS public_identifier
-          FROM jsonb_array_elements(CASE jsonb_typeof(resp->'items') WHEN 'array' THEN resp->'items' ELSE '[]' END) i
+          FROM jsonb_array_elements(resp->'items') i
          WHERE coalesce(i->>'id', '') <> ''
-    ), given AS (
-        UPDATE sam.prospects pr SET invitation_id = it.invitation_id, updated_at = now_t
+    ), cand AS (
+        SELECT DISTINCT ON (pr.id) pr.id, it.invitation_id
           FROM items it
-         WHERE pr.account_id = o.account_id AND pr.status = 'connection_request_sent' AND pr.invitation_id IS NULL
-           AND (pr.provider_id = it.provider_id OR pr.public_identifier = it.public_identifier)
+          JOIN sam.prospects pr ON pr.account_id = o.account_id AND pr.status = 'connection_request_sent'
+                               AND pr.invitation_id IS NULL
+                               AND (pr.provider_id = it.provider_id
+                                    OR (it.provider_id IS NULL AND pr.public_identifier = it.public_identifier))
+         ORDER BY pr.id, it.invitation_id
+    ), given AS (
+        UPDATE sam.prospects pr SET invitation_id = cand.invitation_id, updated_at = now_t
+          FROM cand WHERE pr.id = cand.id
         RETURNING pr.id
     )
     SELECT count(*) INTO found_ids FROM given;
 
-    -- the stale ones among them are withdrawn now, within the run's withdrawals
+    -- the stale ones among them are withdrawn now, within the run's withdrawals (one whose withdrawal
+    -- found no invitation under its former id is withdrawn again under this one)
     room := 50 - (SELECT count(*) FROM sam.outbox x
                    WHERE x.job_run_id = o.job_run_id AND x.kind = 'withdraw_invite');
-    IF found_ids > 0 AND room > 0 THEN
-        INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
+    IF running AND found_ids > 0 AND room > 0 THEN
+        INSERT INTO sam.outbox AS x (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
         SELECT pr.account_id, pr.campaign_id, pr.id, 'withdraw_invite', 'withdraw:' || pr.id,
                jsonb_build_object('method', 'DELETE',
                    'path', '/api/v1/users/invite/sent/' || sam._url_encode(pr.invitation_id),
@@ -3211,17 +3284,25 @@ BEGIN
           JOIN sam.campaigns c ON c.id = pr.campaign_id
          WHERE pr.account_id = o.account_id AND pr.status = 'connection_request_sent'
            AND pr.invitation_id IS NOT NULL AND pr.invited_at < now_t - c.withdraw_after
-           AND NOT EXISTS (SELECT 1 FROM sam.outbox x
-                            WHERE x.account_id = pr.account_id AND x.idempotency_key = 'withdraw:' || pr.id
+           AND NOT EXISTS (SELECT 1 FROM sam.outbox w
+                            WHERE w.account_id = pr.account_id AND w.idempotency_key = 'withdraw:' || pr.id
+                              AND NOT (w.state = 'done' AND w.http_status = 404)
                            OFFSET 0)
          ORDER BY pr.invited_at
          LIMIT room
-        ON CONFLICT (account_id, idempotency_key) DO NOTHING;
+        ON CONFLICT (account_id, idempotency_key) DO UPDATE
+           SET request = EXCLUDED.request, job_run_id = EXCLUDED.job_run_id, state = 'queued', attempts = 0,
+               not_before = now_t, finished_at = NULL, claimed_at = NULL, claimed_by = NULL, http_status = NULL,
+               error_type = NULL, response = NULL, outcome = NULL, duration_ms = NULL, updated_at = now_t,
+               error = 'queued again: the invitation was found pending under another id'
+         WHERE x.state = 'done' AND x.http_status = 404;
     END IF;
 
     more := coalesce(resp->>'cursor', '') <> '' AND n > 0 AND page < 1000;
-    PERFORM sam._page_read(o, jsonb_build_object('found', found_ids, 'invitations', n),
-                           CASE WHEN more THEN resp->>'cursor' END);
+    PERFORM sam._page_read(o, jsonb_build_object('found', found_ids, 'invitations', n, 'unmatchable', unmatchable,
+                                                 -- read to its end (not stopped by the page limit)
+                                                 'complete', NOT more AND (coalesce(resp->>'cursor', '') = '' OR n = 0)),
+                           CASE WHEN more AND running THEN resp->>'cursor' END);
 END $$;
 
 ------------------------------------------------------------------------

@@ -196,7 +196,7 @@ DELETE FROM sam.do_not_contact;
 SELECT setval(pg_get_serial_sequence('sam.do_not_contact', 'id'), 1, false) IS NOT NULL AS reset;
 DELETE FROM sam.suppressions;
 -- the first step's delay counts from the acceptance as the evidence dates it (a relation's
--- created_at), taken within the invitation's time and now (rolled back)
+-- created_at); a time before the invitation, or to come, is taken as now, the detection (rolled back)
 BEGIN;
 INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, invited_at)
 SELECT c.id, 'acc-o', 'ACoAT' || g, 'connection_request_sent', sam.now() - interval '1 day'

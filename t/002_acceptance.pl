@@ -177,21 +177,52 @@ is($r->{no_longer_pending}, 0, 'with the relations unread, nothing is concluded'
 is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoGONE'"), 'connection_request_sent',
 	'of the invitation missing from the list');
 
+my $gone = $node->safe_psql('postgres', "SELECT id FROM sam.prospects WHERE provider_id = 'ACoGONE'");
 $r = json_query($node, 'SELECT sam.check_relations()');
 is($node->safe_psql('postgres', "SELECT count(*) FROM sam.prospects WHERE provider_id LIKE 'ACoSTALE%' AND status = 'withdrawn'"),
 	'51', 'the next run withdraws the last one');
-is($r->{no_longer_pending}, 1, 'and, the relations read, counts the invitation LinkedIn no longer holds');
+is($r->{no_longer_pending} . ' ' . join(',', @{ $r->{missing_from_both_lists} }), "0 $gone",
+	'and, the relations read, finds the invitation missing from both lists, once: not concluded yet');
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{no_longer_pending}, 1, 'missing again at the next run: it is no longer pending at LinkedIn');
 is($node->safe_psql('postgres', "SELECT status || ': ' || last_error FROM sam.prospects WHERE provider_id = 'ACoGONE'"),
 	'withdrawn: the invitation is no longer pending at LinkedIn (not among the sent invitations, and the person is '
-	  . 'not a relation): declined and expired, or withdrawn outside sam_ext',
+	  . 'not a relation, in two runs): declined and expired, or withdrawn outside sam_ext',
 	'whose prospect ends as withdrawn, with the reason');
 $state = mock_call($mock, 'GET', '/_mock/state?account_id=acc-stale');
 is(scalar(grep { ($_->{invited_user_id} // '') =~ /^ACoSTALE/ } @{ $state->{invitations} }), 0,
 	'the mock holds none of them any more');
+# (the pages' people, most of them no prospects, are applied, not kept)
+like($node->safe_psql('postgres', "SELECT count(*) FILTER (WHERE response ? 'items') || '/' || "
+	  . "count(*) FILTER (WHERE (response->>'items_not_kept')::int > 0) || '/' || count(DISTINCT kind)"
+	  . " FROM sam.outbox WHERE kind IN ('relations_page', 'sent_invitations_page') AND state = 'done'"),
+	qr{^0/[1-9]\d*/2$}, 'pages of relations and of sent invitations keep only the count of the people they listed');
 $r = json_query($node, 'SELECT sam.check_relations()');
-is($r->{no_longer_pending} . '/' . $r->{invitation_ids_found}, '0/0', 'a third run has nothing to do there');
+is($r->{no_longer_pending} . '/' . $r->{invitation_ids_found}, '0/0', 'a fourth run has nothing to do there');
 @sent_lists = grep { $_->{method} eq 'GET' && $_->{path} eq '/api/v1/users/invite/sent' } @{ mock_log($mock) };
-is(scalar @sent_lists, 2, 'and reads no sent list');
+is(scalar @sent_lists, 3, 'and reads no sent list');
+# an acceptance that shows later still counts
+$node->safe_psql('postgres', q{SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-stale", "user_provider_id": "ACoGONE"}')});
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoGONE'"), 'connected',
+	'a new_relation after that connects the prospect');
+
+# ---- a withdrawal that finds no invitation under its id: looked up, and withdrawn under the right one ----------
+$node->safe_psql('postgres',
+	"SELECT sam.create_account('acc-reid', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', "
+	  . "work_end => '00:00', spacing_min => '0', spacing_max => '0')");
+invite_all('acc-reid', 'ACoREID');
+$node->safe_psql('postgres', "UPDATE sam.prospects SET invitation_id = 'not-its-id' WHERE provider_id = 'ACoREID'");
+$node->safe_psql('postgres', "SELECT sam.advance_clock('22 days')");
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($node->safe_psql('postgres', "SELECT status || ' ' || coalesce(invitation_id, '-') FROM sam.prospects WHERE provider_id = 'ACoREID'"),
+	'connection_request_sent -', 'a 404 to the withdrawal: the prospect waits, without the id');
+$r = json_query($node, 'SELECT sam.check_relations()');
+is($r->{invitation_ids_found}, 1, 'the next run finds its invitation in the sent list');
+is($node->safe_psql('postgres', "SELECT p.status || ' ' || o.state || ' ' || o.attempts FROM sam.prospects p"
+	  . " JOIN sam.outbox o ON o.prospect_id = p.id AND o.kind = 'withdraw_invite' WHERE p.provider_id = 'ACoREID'"),
+	'withdrawn done 1', 'and withdraws it under that id');
+$state = mock_call($mock, 'GET', '/_mock/state?account_id=acc-reid');
+is(scalar(@{ $state->{invitations} }), 0, 'the mock no longer holds it');
 
 $node->stop;
 $mock->{handle}->kill_kill;
