@@ -487,6 +487,25 @@ CREATE TRIGGER accounts_renamed AFTER UPDATE OF account_id ON sam.accounts
 CREATE TRIGGER outbox_wake AFTER INSERT OR UPDATE ON sam.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION sam._outbox_wake_trigger();
 
+/*
+ * Rows to lock, so that a job's runs, and an account's imports, take turns.
+ * Not advisory locks: any role that can connect may take those, under keys
+ * it can guess (and see in pg_locks), and hold them, so that every run of a
+ * job answered "skipped" (the retention, the notifications) and an
+ * account's imports waited for ever.  These need a privilege on the table,
+ * which no role but the owner has.
+ */
+CREATE TABLE sam.locks (
+    kind text NOT NULL,
+    key text NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+COMMENT ON TABLE sam.locks IS 'Rows whose lock makes a job''s runs (kind job) and an account''s imports (kind import) take turns';
+-- (made now: made by a job's first run, a second run at once would wait for the first instead of skipping)
+INSERT INTO sam.locks (kind, key)
+VALUES ('job', 'check-pending-notifications'), ('job', 'execute-scheduled-campaigns'), ('job', 'gdpr-cleanup'),
+       ('job', 'process-outbox'), ('job', 'process-pending-prospects');
+
 CREATE TABLE sam.job_runs (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job text NOT NULL,
@@ -712,6 +731,8 @@ BEGIN
             create_account.weekly_invite_cap, create_account.daily_message_cap,
             create_account.spacing_min, create_account.spacing_max)
     RETURNING * INTO a;
+    -- the row its imports lock (see add_prospects)
+    INSERT INTO sam.locks (kind, key) VALUES ('import', a.account_id) ON CONFLICT DO NOTHING;
     RETURN jsonb_build_object('success', true, 'account', to_jsonb(a));
 END $$;
 COMMENT ON FUNCTION sam.create_account IS 'Registers a LinkedIn account connected through Unipile, with its time zone, working hours, caps and spacing';
@@ -781,6 +802,7 @@ BEGIN
     DELETE FROM sam.campaigns c WHERE c.account_id = a.account_id;
     GET DIAGNOSTICS n_campaigns = ROW_COUNT;
     DELETE FROM sam.accounts x WHERE x.account_id = a.account_id;
+    DELETE FROM sam.locks l WHERE l.kind = 'import' AND l.key = a.account_id;
     RETURN jsonb_build_object('success', true, 'account_id', a.account_id, 'campaigns', n_campaigns,
                               'prospects', n_prospects, 'outbox', n_calls, 'notifications', n_notifications);
 END $$;
@@ -1082,7 +1104,9 @@ BEGIN
      * account order).  Taken before the table lock, so that an import
      * waiting here holds nothing an erasure would wait for.
      */
-    PERFORM pg_advisory_xact_lock(hashtext('sam_ext.import'), hashtext(c.account_id));
+    -- (made with the account; here for an account made otherwise, or renamed)
+    INSERT INTO sam.locks (kind, key) VALUES ('import', c.account_id) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM sam.locks l WHERE l.kind = 'import' AND l.key = c.account_id FOR UPDATE;
     LOCK TABLE sam.prospects IN ROW EXCLUSIVE MODE;
     -- with no erasure and no do-not-contact entry, no item is looked up in them (15 us an item)
     screening := EXISTS (SELECT 1 FROM sam.suppressions) OR EXISTS (SELECT 1 FROM sam.do_not_contact);
@@ -2674,7 +2698,10 @@ DECLARE
     msg text;
     st text;
 BEGIN
-    IF NOT pg_try_advisory_xact_lock(hashtext('sam_ext.job'), hashtext(p_job)) THEN
+    -- (a new job's row is made once; two first runs at once then take turns instead)
+    INSERT INTO sam.locks (kind, key) VALUES ('job', p_job) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM sam.locks l WHERE l.kind = 'job' AND l.key = p_job FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
         v_result := jsonb_build_object('success', true, 'skipped', true,
             'reason', format('another run of %s is in progress', p_job));
         INSERT INTO sam.job_runs (job, finished_at, status, result)
