@@ -151,7 +151,7 @@ bench_mock_start() {
 }
 
 # bench_ingest_start PORT: creates the ingest's role (it may only call
-# sam.ingest_webhook), starts ingest/sam_ingest --threads ${THREADS:-4} on
+# sam.ingest_webhook), starts ingest/sam_ingest --threads ${THREADS:-4} --per-ip-connections 0 (wrk is one address) on
 # PORT with a fresh webhook secret (exported as SAM_BENCH_SECRET, as
 # ingest/test/bench_webhook.lua wants it) and waits until it listens; sets
 # INGEST_PID.  SAM_INGEST_BATCH in the environment sets its --batch.
@@ -168,7 +168,7 @@ bench_ingest_start() {
 	export SAM_BENCH_SECRET
 	SAM_INGEST_DATABASE_URL="host=$BENCH_DIR port=$BENCH_PGPORT dbname=postgres user=sam_ingestd" \
 		SAM_WEBHOOK_SECRET="$SAM_BENCH_SECRET" \
-		"$BENCH_ROOT/ingest/sam_ingest" --port "$port" --threads "${THREADS:-4}" >"$BENCH_DIR/ingest.out" 2>"$BENCH_DIR/ingest.log" &
+		"$BENCH_ROOT/ingest/sam_ingest" --port "$port" --threads "${THREADS:-4}" --per-ip-connections 0 >"$BENCH_DIR/ingest.out" 2>"$BENCH_DIR/ingest.log" &
 	BENCH_PIDS+=($!)
 	INGEST_PID=$!
 	for _ in $(seq 100); do

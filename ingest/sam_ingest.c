@@ -71,6 +71,11 @@ static const char usage_text[] =
 "                            with one connection each [4]         SAM_INGEST_THREADS\n"
 "  --batch N                 most webhooks queued together that a\n"
 "                            worker stores in one transaction [16] SAM_INGEST_BATCH\n"
+"  --max-connections N       open connections at most [1000]      SAM_INGEST_MAX_CONNECTIONS\n"
+"  --per-ip-connections N    of them from one address, 0 = no\n"
+"                            limit (behind a proxy: its own) [64] SAM_INGEST_PER_IP_CONNECTIONS\n"
+"  --idle-timeout S          seconds a connection may stay silent\n"
+"                            [15]                                 SAM_INGEST_IDLE_TIMEOUT\n"
 "  --help, --version\n"
 "\n"
 "Without a webhook secret every webhook is answered 401; without a cron\n"
@@ -307,6 +312,9 @@ parse_config(int argc, char **argv)
 		{"max-body", required_argument, NULL, 'm'},
 		{"threads", required_argument, NULL, 't'},
 		{"batch", required_argument, NULL, 'b'},
+		{"max-connections", required_argument, NULL, 'C'},
+		{"per-ip-connections", required_argument, NULL, 'I'},
+		{"idle-timeout", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -319,7 +327,10 @@ parse_config(int argc, char **argv)
 			   *f_cfile = NULL,
 			   *f_max = NULL,
 			   *f_threads = NULL,
-			   *f_batch = NULL;
+			   *f_batch = NULL,
+			   *f_maxconn = NULL,
+			   *f_perip = NULL,
+			   *f_idle = NULL;
 	const char *v;
 	char	   *errmsg = NULL;
 	PQconninfoOption *opts;
@@ -376,6 +387,15 @@ parse_config(int argc, char **argv)
 			case 'b':
 				f_batch = optarg;
 				break;
+			case 'C':
+				f_maxconn = optarg;
+				break;
+			case 'I':
+				f_perip = optarg;
+				break;
+			case 'T':
+				f_idle = optarg;
+				break;
 			case 'h':
 				fputs(usage_text, stdout);
 				exit(0);
@@ -425,6 +445,12 @@ parse_config(int argc, char **argv)
 													1, MAX_THREADS, "the thread count");
 	ingest_config.batch = (unsigned) parse_number(pick(f_batch, "SAM_INGEST_BATCH", "16"),
 												  1, MAX_BATCH, "the batch size");
+	ingest_config.max_connections = (unsigned) parse_number(pick(f_maxconn, "SAM_INGEST_MAX_CONNECTIONS", "1000"),
+															1, 100000, "the connection limit");
+	ingest_config.per_ip_connections = (unsigned) parse_number(pick(f_perip, "SAM_INGEST_PER_IP_CONNECTIONS", "64"),
+															   0, 100000, "the per-address connection limit");
+	ingest_config.idle_timeout = (unsigned) parse_number(pick(f_idle, "SAM_INGEST_IDLE_TIMEOUT", "15"),
+														 1, 3600, "the idle timeout");
 	ingest_config.webhook_header = xstrdup(pick(f_header, "SAM_WEBHOOK_HEADER", "Unipile-Auth"));
 	if (!valid_header_name(ingest_config.webhook_header))
 		die_usage("the webhook header must be an HTTP header name");
@@ -574,7 +600,14 @@ main(int argc, char **argv)
 							  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &addr,
 							  MHD_OPTION_THREAD_POOL_SIZE, ingest_config.threads,
 							  MHD_OPTION_NOTIFY_COMPLETED, request_completed, NULL,
-							  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
+							  /*
+							   * Connections that send nothing (or a byte now and then)
+							   * must not take every place: at most so many in all, and
+							   * from one address, and each dropped after a silence.
+							   */
+							  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) ingest_config.idle_timeout,
+							  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) ingest_config.max_connections,
+							  MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) ingest_config.per_ip_connections,
 							  MHD_OPTION_END);
 	if (daemon == NULL)
 	{
@@ -587,9 +620,12 @@ main(int argc, char **argv)
 	info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
 
 	ingest_log("sam_ingest %s: %u threads, webhooks in batches of up to %u, "
-			   "%s, body limit %zu bytes, webhook secret %s (header %s), cron secret %s",
+			   "%s, body limit %zu bytes, connections at most %u (%u an address, 0: no limit; "
+			   "closed after %u s of silence), webhook secret %s (header %s), cron secret %s",
 			   SAM_INGEST_VERSION, ingest_config.threads, ingest_config.batch,
 			   (flags & MHD_USE_EPOLL) ? "epoll" : "poll", ingest_config.max_body,
+			   ingest_config.max_connections, ingest_config.per_ip_connections,
+			   ingest_config.idle_timeout,
 			   ingest_config.webhook_secret ? "set" : "NOT SET: every webhook gets 401",
 			   ingest_config.webhook_header,
 			   ingest_config.cron_secret ? "set" : "NOT SET: every cron call gets 401");

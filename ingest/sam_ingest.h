@@ -63,6 +63,9 @@ typedef struct IngestConfig
 	size_t		max_body;
 	unsigned	threads;
 	unsigned	batch;			/* most webhooks stored in one transaction */
+	unsigned	max_connections;	/* open HTTP connections at most */
+	unsigned	per_ip_connections; /* of them from one address, 0: no limit */
+	unsigned	idle_timeout;	/* seconds a connection may stay silent */
 } IngestConfig;
 
 extern IngestConfig ingest_config;

@@ -63,7 +63,7 @@ cluster_load || exit 1
 psql -X -q -c "ALTER ROLE sam_ingest SET synchronous_commit = '$SYNC'" || exit 1
 
 SAM_INGEST_DATABASE_URL="$CLUSTER_INGEST_URL" SAM_WEBHOOK_SECRET="$SECRET" \
-	"$BIN" --port 0 --threads "$THREADS" >"$TMP/out" 2>"$LOG" &
+	"$BIN" --port 0 --threads "$THREADS" --per-ip-connections 0 >"$TMP/out" 2>"$LOG" &
 PID=$!
 for _ in $(seq 1 100); do
 	grep -q 'listening on' "$TMP/out" && break

@@ -96,7 +96,7 @@ start_ingest() {
 	SAM_INGEST_DATABASE_URL="$CLUSTER_INGEST_URL" \
 	SAM_WEBHOOK_SECRET="$WSECRET" \
 	SAM_INGEST_PORT=1 SAM_INGEST_MAX_BODY=10 \
-		$WRAPPER "$BIN" --port 0 --max-body 4096 --threads 4 \
+		$WRAPPER "$BIN" --port 0 --max-body 4096 --threads 4 --per-ip-connections 24 --idle-timeout 5 \
 		--cron-secret-file "$TMP/cron_secret" >"$TMP/out" 2>"$TMP/err" &
 	PID=$!
 	local i
@@ -347,6 +347,28 @@ req "healthz after restart" 200 '"database":"up"' "$BASE/healthz"
 grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z POST /api/webhooks/unipile 200 [0-9.]+ms in=[0-9]+ out=[0-9]+$' "$TMP/err" &&
 	pass || fail "no access log line for a webhook"
 grep -q 'ECHO-CANARY\|ACoAA-smoke' "$TMP/err" && fail "a body reached the log" || pass
+
+# --- connections that send nothing cannot take every place: at most --per-ip-connections from
+# one address (the next is closed at once), each closed after --idle-timeout of silence
+idle_fds=()
+for i in $(seq 1 24); do
+	exec {fd}<>"/dev/tcp/127.0.0.1/$PORT"
+	idle_fds+=("$fd")
+done
+# healthz_until CODE TRIES: asks /healthz until it answers CODE (000: no answer); the last in $got
+healthz_until() {
+	local i
+	for i in $(seq 1 "$2"); do
+		got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/healthz")
+		[ "$got" = "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+healthz_until 000 50 && pass || fail "a 25th connection from the address was served while 24 sent nothing ($got)"
+healthz_until 200 300 && pass || fail "the silent connections were not closed after the idle timeout ($got)"
+for fd in "${idle_fds[@]}"; do exec {fd}<&-; done
+grep -q 'connections at most 1000 (24 an address' "$TMP/err" && pass || fail "the limits are not in the start line"
 
 # --- SIGTERM while a request is in flight: it is answered, then exit 0
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
