@@ -1032,7 +1032,8 @@ BEGIN
         END IF;
         pub := m[1];
     END IF;
-    IF pub IS NOT NULL AND pub !~ '^[^/?#\s]{1,200}$' THEN
+    -- (dots alone would be a path segment of their own: GET /api/v1/users/.. is another endpoint)
+    IF pub IS NOT NULL AND (pub !~ '^[^/?#\s]{1,200}$' OR pub ~ '^\.+$') THEN
         RETURN jsonb_build_object('error', 'invalid public_identifier: must be the part after linkedin.com/in/');
     END IF;
     IF pid IS NULL AND pub IS NULL THEN
@@ -4431,7 +4432,8 @@ BEGIN
          WHERE x.t = ANY (lkeys)
             OR (strpos(x.t, '%') > 0 AND lower(sam._url_decode(x.t)) = ANY (lkeys))
             OR (x.t LIKE '%linkedin.com/in/%'
-                AND lower(sam._url_decode(substring(x.t FROM 'linkedin\.com/in/([^/?#\s]+)'))) = ANY (lkeys))
+                AND EXISTS (SELECT 1 FROM regexp_matches(x.t, 'linkedin\.com/in/([^/?#\s]+)', 'g') m
+                             WHERE lower(sam._url_decode(m[1])) = ANY (lkeys)))
             OR (re IS NOT NULL AND x.t ~ re));
 END $$;
 

@@ -56,12 +56,13 @@ SELECT provider_id, first_name, last_name, company, title, variables FROM sam.pr
 SELECT p.provider_id, sam.render_template(c.connection_note, sam._prospect_vars(p)) AS note,
        sam.render_template(c.follow_ups->0->>'template', sam._prospect_vars(p)) AS step1
   FROM sam.prospects p JOIN sam.campaigns c ON c.id = p.campaign_id WHERE c.id = :cid ORDER BY p.id;
--- identifiers holding SQL or emoji are refused with the reason, the other rows go in
+-- identifiers holding SQL or emoji, or only dots (a path segment of their own), are refused with the
+-- reason, the other rows go in
 SELECT r->>'inserted' AS inserted, e->>'index' AS index, e->>'reason' AS reason
   FROM sam.add_prospects(:cid, '[
   {"provider_id": "ACo''; DROP TABLE x; --"}, {"provider_id": "ACo🚀🚀🚀"},
   {"public_identifier": "a b"}, {"profile_url": "https://www.linkedin.com/in/%s%n/"},
-  {"provider_id": "ACoH4", "first_name": 42}]') r, jsonb_array_elements(r->'invalid_rows') e;
+  {"provider_id": "ACoH4", "first_name": 42}, {"public_identifier": ".."}]') r, jsonb_array_elements(r->'invalid_rows') e;
 -- NUL and invalid UTF-8 never reach a prospect
 SELECT sam.add_prospects(c.id, '[{"provider_id": "ACoH5", "first_name": "a\u0000b"}]')
   FROM sam.campaigns c WHERE c.account_id = 'acc-h';

@@ -205,6 +205,9 @@ SELECT sam.ingest_webhook('{"event": "message_received", "account_id": "acc-g", 
                             "sender": {"attendee_provider_id": "ACoOTHER"}, "message": "hi john"}')->>'status' AS says_john;
 SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoJOHN2",
                             "user_profile_url": "https://www.linkedin.com/in/John/"}')->>'status' AS john_by_url;
+SELECT sam.ingest_webhook('{"event": "message_received", "account_id": "acc-g", "chat_id": "chat-y", "message_id": "m-j2",
+                            "sender": {"attendee_provider_id": "ACoOTHER"},
+                            "message": "see https://www.linkedin.com/in/bob-b/ and https://www.linkedin.com/in/john/"}')->>'status' AS names_two;
 SELECT sam.erase_person('john')->'removed'->'webhook_events' AS removed_events;
 SELECT coalesce(payload->>'user_provider_id', payload->>'message_id') AS kept FROM sam.webhook_events
  WHERE payload->>'user_provider_id' IN ('ACoJOHNSON', 'ACoJOHN2') OR payload->>'message_id' = 'm-j1' ORDER BY 1;
