@@ -4284,8 +4284,12 @@ BEGIN
                failed_at = date_trunc('day', p.failed_at), withdrawn_at = date_trunc('day', p.withdrawn_at),
                anonymised_at = now_t, updated_at = date_trunc('day', now_t)
           FROM sam.campaigns c
-         WHERE c.id = p.campaign_id AND c.status = 'completed'
-           AND c.completed_at < now_t - sam._keep('prospect_data') AND p.anonymised_at IS NULL
+         WHERE c.id = p.campaign_id AND p.anonymised_at IS NULL
+           AND ((c.status = 'completed' AND c.completed_at < now_t - sam._keep('prospect_data'))
+                -- a campaign that never completes (paused, a draft, its account gone quiet): its
+                -- prospects that reached an end long ago go the same way
+                OR (p.status IN ('replied', 'completed', 'failed', 'withdrawn')
+                    AND p.updated_at < now_t - sam._keep('prospect_data')))
         RETURNING p.id
     )
     SELECT coalesce(array_agg(a.id), '{}') INTO anonymised FROM a;

@@ -115,6 +115,15 @@ SELECT (sam.add_prospects(:old_cid, '[{"provider_id": "ACoG1", "first_name": "Gi
 SELECT (sam.add_prospects(:new_cid, '[{"provider_id": "ACoG2", "first_name": "Gus", "company": "New Co"}]'))->>'inserted';
 UPDATE sam.prospects SET status = 'completed', connected_at = sam.now() - interval '420 days'
  WHERE campaign_id = :old_cid;
+-- and a paused campaign that never completes: its prospect that failed 400 days ago goes too, the
+-- one still pending stays
+SELECT (sam.create_campaign('acc-g', 'Paused'))->>'campaign_id' AS paused_cid \gset
+SELECT (sam.add_prospects(:paused_cid, '[{"provider_id": "ACoGP1", "first_name": "Pia"}, {"provider_id": "ACoGP2", "first_name": "Pat"}]'))->>'inserted';
+UPDATE sam.campaigns SET status = 'paused', paused_at = sam.now() - interval '400 days' WHERE id = :paused_cid;
+UPDATE sam.prospects SET status = 'failed', failed_at = sam.now() - interval '400 days', updated_at = sam.now() - interval '400 days',
+                         last_error = 'gave up'
+ WHERE provider_id = 'ACoGP1';
+UPDATE sam.prospects SET updated_at = sam.now() - interval '400 days' WHERE provider_id = 'ACoGP2';
 UPDATE sam.campaigns SET status = 'completed', completed_at = sam.now() - interval '400 days' WHERE id = :old_cid;
 UPDATE sam.campaigns SET status = 'completed', completed_at = sam.now() - interval '10 days' WHERE id = :new_cid;
 -- calls: finished 100, 40 and 2 days ago, and one still queued long ago
