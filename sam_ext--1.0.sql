@@ -4025,10 +4025,11 @@ BEGIN
                                       ELSE n.details->'outbox_ids' END)
          WHERE id = n.id;
     ELSE
-        -- (one per death: a call queued again, by hand, may die again)
+        -- (one per death: a call queued again, by hand, may die again; the account's, not a prospect's:
+        -- erasing the prospect of its first call must not take the outage's alert with it)
         PERFORM sam._notify('delivery_dead', 'delivery_dead:' || NEW.id || ':' || extract(epoch FROM NEW.finished_at),
             format('A Unipile call gave up for good (%s, account %s%s): %s', NEW.kind, NEW.account_id, prospect, err),
-            NEW.account_id, NEW.campaign_id, NEW.prospect_id,
+            NEW.account_id, NEW.campaign_id, NULL,
             jsonb_build_object('outbox_id', NEW.id, 'kind', NEW.kind, 'error_type', NEW.error_type,
                                'count', 1, 'outbox_ids', jsonb_build_array(NEW.id)));
     END IF;

@@ -409,3 +409,15 @@ UPDATE sam.outbox SET state = 'dead', finished_at = sam.now() WHERE idempotency_
 SELECT count(*) AS deaths_of_fold_4_notified FROM sam.notifications n
  WHERE n.event = 'delivery_dead' AND n.details->'outbox_ids' @> to_jsonb((SELECT id FROM sam.outbox WHERE idempotency_key = 'fold-4'));
 ROLLBACK;
+-- the alert is the account's: erasing the prospect of its first dead call keeps it
+BEGIN;
+SELECT (sam.create_campaign('acc-n', 'Dead'))->>'campaign_id' AS dcid \gset
+SELECT (sam.add_prospects(:dcid, '[{"provider_id": "ACoDEAD1"}]'))->>'inserted' AS inserted;
+INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request)
+SELECT 'acc-n', :dcid, p.id, 'invite', 'dead-1', '{"method": "POST", "path": "/api/v1/users/invite"}'
+  FROM sam.prospects p WHERE p.provider_id = 'ACoDEAD1';
+UPDATE sam.outbox SET state = 'dead', error = 'HTTP 500', error_type = 'http_500', finished_at = sam.now()
+ WHERE idempotency_key = 'dead-1';
+SELECT sam.erase_person('ACoDEAD1')->'removed'->'notifications' AS removed_notifications;
+SELECT count(*) AS outage_alerts FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL;
+ROLLBACK;
