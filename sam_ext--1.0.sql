@@ -3080,6 +3080,8 @@ DECLARE
     missing bigint[];
     missing_before bigint[];
 BEGIN
+    -- the run's row first, as a page being recorded takes it (then the prospects): never the other order
+    PERFORM 1 FROM sam.job_runs r WHERE r.id = p_run_id FOR NO KEY UPDATE;
     SELECT coalesce(sum((o.outcome->>'found')::integer), 0) INTO looked_up
       FROM sam.outbox o WHERE o.job_run_id = p_run_id AND o.kind = 'sent_invitations_page' AND o.state = 'done';
     /*
