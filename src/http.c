@@ -268,6 +268,10 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L));
+#if LIBCURL_VERSION_NUM >= 0x075700
+	/* a transfer ended during its name lookup does not wait for the resolver thread */
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L));
+#endif
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
 								(long) sam_http_timeout_ms + SAM_CURL_TIMEOUT_MARGIN_MS));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) sam_connect_timeout_ms));
@@ -394,10 +398,11 @@ expire_overdue(List **finished)
 }
 
 /*
- * multi_perform runs curl_multi_perform with every signal blocked: libcurl's
- * resolver threads, started there, inherit that mask, so that no signal of
- * the process (SIGALRM of PostgreSQL's timeouts, SIGTERM, SIGUSR1...) runs
- * its handler on one of them.
+ * multi_perform runs curl_multi_perform with every signal but SIGQUIT
+ * blocked: libcurl's resolver threads, started there, inherit that mask, so
+ * that no signal of the process (SIGALRM of PostgreSQL's timeouts, SIGTERM,
+ * SIGUSR1...) runs its handler on one of them.  (CURLOPT_QUICK_EXIT keeps a
+ * transfer ended during its lookup from waiting there for the thread.)
  */
 static void
 multi_perform(int *running)
@@ -407,6 +412,7 @@ multi_perform(int *running)
 	CURLMcode	rc;
 
 	sigfillset(&all);
+	sigdelset(&all, SIGQUIT);	/* an immediate shutdown still ends it */
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	rc = curl_multi_perform(multi, running);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

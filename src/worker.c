@@ -104,7 +104,9 @@ worker_sigterm(SIGNAL_ARGS)
 		struct itimerspec its = {{0, 0}, {SAM_SHUTDOWN_GRACE_S, 0}};
 
 		grace_armed = true;
-		(void) timer_settime(grace_timer, 0, &its, NULL);
+		/* (no timer, no bound: then the worker ends at once, as it always did) */
+		if (timer_settime(grace_timer, 0, &its, NULL) != 0)
+			die(postgres_signal_arg);
 	}
 	SetLatch(MyLatch);
 	errno = save_errno;
@@ -893,8 +895,8 @@ sam_worker_main(Datum main_arg)
 				set_ready(true);
 				may_have_work = true;
 			}
-			jobs_running = sam_worker_number == 0 && sam_jobs_pending() &&
-				sam_service_jobs();
+			jobs_running = sam_worker_number == 0 && !shutdown_requested &&
+				sam_jobs_pending() && sam_service_jobs();
 			if (sam_unipile_dsn == NULL || sam_unipile_dsn[0] == '\0')
 			{
 				if (!warned_no_dsn)
