@@ -4,32 +4,49 @@
 \echo Use "CREATE EXTENSION sam_ext" to load this file. \quit
 
 /*
- * The schema must be the installer's.  CREATE EXTENSION takes a schema sam
- * that exists already: one that another role created first (any role that
- * may create schemas in the database, its owner for one), or in which
- * another role may create objects, would let that role replace the
- * functions the worker, pg_cron and the SECURITY DEFINER API call by name,
- * and run its code as a superuser.  (DROP EXTENSION leaves the schema it
- * created: a reinstall finds it, the installer's.)
+ * The schema must be a superuser's, and hold nothing of another role.
+ * CREATE EXTENSION takes a schema sam that exists already: one that another
+ * role created first (any role that may create schemas in the database, its
+ * owner for one), in which it may create objects, or in which it left some,
+ * would let that role replace the functions the worker, pg_cron and the
+ * SECURITY DEFINER API call by name, and run its code as a superuser.
+ * (DROP EXTENSION leaves the schema it created, and pg_dump writes it with
+ * its owner: a reinstall or a restore finds it, a superuser's.)
  */
 DO $$
 DECLARE
+    nsp oid;
     owner_name name;
+    owner_super boolean;
     creators text;
+    strangers text;
 BEGIN
-    SELECT pg_catalog.pg_get_userbyid(n.nspowner),
-           (SELECT pg_catalog.string_agg(DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC'
-                                                  ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END, ', ')
+    SELECT n.oid, r.rolname, r.rolsuper,
+           (SELECT pg_catalog.string_agg(DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE g.rolname::text END, ', ')
               FROM pg_catalog.aclexplode(n.nspacl) a
-             WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE' AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner)
-      INTO owner_name, creators
-      FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'sam';
-    IF owner_name IS DISTINCT FROM current_user OR creators IS NOT NULL THEN
+              LEFT JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) a.grantee
+             WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE' AND NOT coalesce(g.rolsuper, false))
+      INTO nsp, owner_name, owner_super, creators
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+     WHERE n.nspname OPERATOR(pg_catalog.=) 'sam';
+    IF nsp IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT pg_catalog.string_agg(DISTINCT r.rolname::text, ', ') INTO strangers
+      FROM (SELECT c.relowner AS owner FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL SELECT t.typowner FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) nsp
+            UNION ALL SELECT o.oprowner FROM pg_catalog.pg_operator o WHERE o.oprnamespace OPERATOR(pg_catalog.=) nsp) x
+      JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) x.owner
+     WHERE NOT r.rolsuper;
+    IF NOT owner_super OR creators IS NOT NULL OR strangers IS NOT NULL THEN
         RAISE EXCEPTION 'schema "sam" must be created by CREATE EXTENSION sam_ext'
             USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = CASE WHEN owner_name IS DISTINCT FROM current_user
-                                THEN pg_catalog.format('It exists already, owned by role "%s".', owner_name)
-                                ELSE pg_catalog.format('It exists already, and roles other than its owner may create objects in it: %s.', creators) END,
+                  DETAIL = CASE WHEN NOT owner_super
+                                THEN pg_catalog.format('It exists already, owned by role "%s", who is not a superuser.', owner_name)
+                                WHEN creators IS NOT NULL
+                                THEN pg_catalog.format('It exists already, and roles that are not superusers may create objects in it: %s.', creators)
+                                ELSE pg_catalog.format('It exists already, and holds objects of roles that are not superusers: %s.', strangers) END,
                   HINT = 'Check what it holds, drop or rename it, then run CREATE EXTENSION sam_ext again.';
     END IF;
 END $$;
@@ -2966,6 +2983,50 @@ END $$;
 ------------------------------------------------------------------------
 
 /*
+ * sam._queue_withdrawals queues the withdrawals of up to n stale
+ * invitations (pending longer than their campaign's withdraw_after), of one
+ * active account or of all, the oldest first, for the job run: those known
+ * by their id and not withdrawn before (a withdrawal that ended, dead or
+ * done, is not made again), except one that found no invitation under a
+ * former id (404): that one is made again under the id known now.  Returns
+ * how many were queued.
+ */
+CREATE FUNCTION sam._queue_withdrawals(p_account_id text, p_run_id bigint, n integer) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    queued integer;
+BEGIN
+    INSERT INTO sam.outbox AS x (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
+    SELECT pr.account_id, pr.campaign_id, pr.id, 'withdraw_invite', 'withdraw:' || pr.id,
+           jsonb_build_object('method', 'DELETE',
+               'path', '/api/v1/users/invite/sent/' || sam._url_encode(pr.invitation_id),
+               'query', jsonb_build_object('account_id', pr.account_id)),
+           p_run_id
+      FROM sam.prospects pr
+      JOIN sam.campaigns c ON c.id = pr.campaign_id
+      JOIN sam.accounts a ON a.account_id = pr.account_id AND a.status = 'active'
+     WHERE (p_account_id IS NULL OR pr.account_id = p_account_id)
+       AND pr.status = 'connection_request_sent' AND pr.invitation_id IS NOT NULL
+       AND pr.invited_at < now_t - c.withdraw_after
+       AND NOT EXISTS (SELECT 1 FROM sam.outbox w
+                        WHERE w.account_id = pr.account_id AND w.idempotency_key = 'withdraw:' || pr.id
+                          AND NOT (w.state = 'done' AND w.http_status = 404)
+                       OFFSET 0)
+     ORDER BY pr.invited_at
+     LIMIT greatest(n, 0)
+    ON CONFLICT (account_id, idempotency_key) DO UPDATE
+       SET request = EXCLUDED.request, job_run_id = EXCLUDED.job_run_id, state = 'queued', attempts = 0,
+           not_before = now_t, finished_at = NULL, claimed_at = NULL, claimed_by = NULL, http_status = NULL,
+           error_type = NULL, response = NULL, outcome = NULL, duration_ms = NULL, updated_at = now_t,
+           error = 'queued again: the invitation is pending under another id'
+     WHERE x.state = 'done' AND x.http_status = 404;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    RETURN queued;
+END $$;
+
+/*
  * sam._job_check_relations_start: for every active account with
  * invitations pending, fetch the first page of its relations (newest
  * first); the page handler fetches the next one only while the relations
@@ -2983,7 +3044,6 @@ DECLARE
     withdrawing integer := 0;
     stale_without_id integer := 0;
     errors jsonb := '[]';
-    p record;
 BEGIN
     FOR a IN SELECT x.account_id, x.status, x.status_reason, count(*) AS pending, min(pr.invited_at) AS oldest
                FROM sam.accounts x
@@ -3040,27 +3100,7 @@ BEGIN
      WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
        AND pr.invitation_id IS NULL
      ORDER BY pr.account_id;
-    FOR p IN SELECT pr.id, pr.account_id, pr.campaign_id, pr.invitation_id
-               FROM sam.prospects pr
-               JOIN sam.campaigns c ON c.id = pr.campaign_id
-               JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
-              WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
-                AND pr.invitation_id IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM sam.outbox o
-                                 WHERE o.account_id = pr.account_id AND o.idempotency_key = 'withdraw:' || pr.id
-                                OFFSET 0)
-              ORDER BY pr.invited_at
-              LIMIT 50                     -- withdrawals per run: LinkedIn watches them too
-    LOOP
-        INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
-        VALUES (p.account_id, p.campaign_id, p.id, 'withdraw_invite', 'withdraw:' || p.id,
-                jsonb_build_object('method', 'DELETE',
-                    'path', '/api/v1/users/invite/sent/' || sam._url_encode(p.invitation_id),
-                    'query', jsonb_build_object('account_id', p.account_id)),
-                p_run_id)
-        ON CONFLICT (account_id, idempotency_key) DO NOTHING;
-        withdrawing := withdrawing + 1;
-    END LOOP;
+    withdrawing := sam._queue_withdrawals(NULL, p_run_id, 50);   -- a run's: LinkedIn watches them too
     RETURN jsonb_build_object('checked', checked, 'accounts', accounts, 'withdrawing', withdrawing,
                               'stale_without_invitation_id', stale_without_id, 'errors', errors);
 END $$;
@@ -3219,7 +3259,10 @@ BEGIN
         n := n + 1;
         oldest_ms := least(oldest_ms, (item->>'created_at')::numeric);
         FOR pr IN SELECT x.id, x.provider_id, x.public_identifier FROM sam.prospects x
-                   WHERE x.account_id = o.account_id AND x.status = 'connection_request_sent'
+                   WHERE x.account_id = o.account_id
+                     AND (x.status = 'connection_request_sent'
+                          -- (ended as no longer pending without an id: an acceptance still counts)
+                          OR (x.status = 'withdrawn' AND x.invitation_id IS NULL))
                      AND (x.provider_id = item->>'member_id'
                           OR (x.public_identifier IS NOT NULL AND x.public_identifier = lower(sam._url_decode(item->>'public_identifier'))))
         LOOP
@@ -3268,8 +3311,9 @@ BEGIN
         PERFORM sam._dead(o, 'bad_response', 'the list of sent invitations has no items array');
         RETURN;
     END IF;
-    SELECT count(*), count(*) FILTER (WHERE coalesce(i->>'invited_user_id', '') = ''
-                                        AND coalesce(i->>'invited_user_public_id', '') = '')
+    SELECT count(*), count(*) FILTER (WHERE coalesce(i->>'id', '') = ''
+                                        OR (coalesce(i->>'invited_user_id', '') = ''
+                                            AND coalesce(i->>'invited_user_public_id', '') = ''))
       INTO n, unmatchable
       FROM jsonb_array_elements(resp->'items') i;
     -- the run's withdrawals are counted, and its next pages queued, under its row's lock (pages of one run
@@ -3304,28 +3348,7 @@ BEGIN
     room := 50 - (SELECT count(*) FROM sam.outbox x
                    WHERE x.job_run_id = o.job_run_id AND x.kind = 'withdraw_invite');
     IF running AND found_ids > 0 AND room > 0 THEN
-        INSERT INTO sam.outbox AS x (account_id, campaign_id, prospect_id, kind, idempotency_key, request, job_run_id)
-        SELECT pr.account_id, pr.campaign_id, pr.id, 'withdraw_invite', 'withdraw:' || pr.id,
-               jsonb_build_object('method', 'DELETE',
-                   'path', '/api/v1/users/invite/sent/' || sam._url_encode(pr.invitation_id),
-                   'query', jsonb_build_object('account_id', pr.account_id)),
-               o.job_run_id
-          FROM sam.prospects pr
-          JOIN sam.campaigns c ON c.id = pr.campaign_id
-         WHERE pr.account_id = o.account_id AND pr.status = 'connection_request_sent'
-           AND pr.invitation_id IS NOT NULL AND pr.invited_at < now_t - c.withdraw_after
-           AND NOT EXISTS (SELECT 1 FROM sam.outbox w
-                            WHERE w.account_id = pr.account_id AND w.idempotency_key = 'withdraw:' || pr.id
-                              AND NOT (w.state = 'done' AND w.http_status = 404)
-                           OFFSET 0)
-         ORDER BY pr.invited_at
-         LIMIT room
-        ON CONFLICT (account_id, idempotency_key) DO UPDATE
-           SET request = EXCLUDED.request, job_run_id = EXCLUDED.job_run_id, state = 'queued', attempts = 0,
-               not_before = now_t, finished_at = NULL, claimed_at = NULL, claimed_by = NULL, http_status = NULL,
-               error_type = NULL, response = NULL, outcome = NULL, duration_ms = NULL, updated_at = now_t,
-               error = 'queued again: the invitation was found pending under another id'
-         WHERE x.state = 'done' AND x.http_status = 404;
+        PERFORM sam._queue_withdrawals(o.account_id, o.job_run_id, room);
     END IF;
 
     more := coalesce(resp->>'cursor', '') <> '' AND n > 0 AND page < 1000;

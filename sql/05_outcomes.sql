@@ -208,3 +208,39 @@ SELECT sam._prospect_connected(p.id, CASE p.provider_id WHEN 'ACoAT1' THEN sam.n
 SELECT provider_id, sam.now() - connected_at AS accepted_ago, follow_up_due_at - connected_at AS first_step_after
   FROM sam.prospects WHERE provider_id LIKE 'ACoAT%' ORDER BY id;
 ROLLBACK;
+-- a withdrawal answered 404 (no invitation under that id) is made again once the invitation is
+-- known under another id; one that went through is not (rolled back)
+BEGIN;
+SELECT sam.create_account('acc-rewd')->>'success' AS account;
+SELECT (sam.create_campaign('acc-rewd', 'Rewd'))->>'campaign_id' AS rcid \gset
+INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, invited_at, invitation_id)
+VALUES (:rcid, 'acc-rewd', 'ACoREWD1', 'connection_request_sent', sam.now() - interval '30 days', 'inv-new'),
+       (:rcid, 'acc-rewd', 'ACoREWD2', 'connection_request_sent', sam.now() - interval '30 days', 'inv-two');
+INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request, state, http_status,
+                        finished_at, error)
+SELECT 'acc-rewd', :rcid, p.id, 'withdraw_invite', 'withdraw:' || p.id,
+       jsonb_build_object('method', 'DELETE', 'path', '/api/v1/users/invite/sent/inv-old'), 'done',
+       CASE p.provider_id WHEN 'ACoREWD1' THEN 404 ELSE 200 END, sam.now(), NULL
+  FROM sam.prospects p WHERE p.account_id = 'acc-rewd';
+SELECT sam._queue_withdrawals('acc-rewd', NULL, 50) AS queued;
+SELECT p.provider_id, o.state, o.request->>'path' AS path, o.error
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-rewd' ORDER BY 1;
+SELECT sam._queue_withdrawals('acc-rewd', NULL, 50) AS queued_again;
+ROLLBACK;
+-- a prospect ended as no longer pending (no id to withdraw its invitation by) that shows among the
+-- relations later is connected all the same (rolled back)
+BEGIN;
+SELECT sam.create_account('acc-late')->>'success' AS account;
+SELECT (sam.create_campaign('acc-late', 'Late'))->>'campaign_id' AS lcid \gset
+INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, invited_at, withdrawn_at)
+VALUES (:lcid, 'acc-late', 'ACoLATE1', 'withdrawn', sam.now() - interval '30 days', sam.now() - interval '1 day');
+INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, context, state)
+VALUES ('acc-late', 'relations_page', 'late-page', '{"method": "GET", "path": "/api/v1/users/relations"}',
+        '{"page": 1, "stop_before_ms": 0}', 'in_flight');
+SELECT sam._on_relations_page(o, jsonb_build_object('object', 'UserRelationsList', 'cursor', NULL,
+           'items', jsonb_build_array(jsonb_build_object('member_id', 'ACoLATE1',
+                                                         'created_at', extract(epoch FROM sam.now()) * 1000))))
+  FROM sam.outbox o WHERE o.idempotency_key = 'late-page';
+SELECT status, connected_via FROM sam.prospects WHERE provider_id = 'ACoLATE1';
+SELECT outcome FROM sam.outbox WHERE idempotency_key = 'late-page';
+ROLLBACK;

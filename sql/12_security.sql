@@ -47,7 +47,13 @@ DROP SCHEMA sam;
 CREATE SCHEMA sam;
 GRANT CREATE ON SCHEMA sam TO squatter;
 CREATE EXTENSION sam_ext;
-DROP SCHEMA sam;
+-- and one in which it left objects, its privilege revoked since
+SET ROLE squatter;
+CREATE FUNCTION sam.add_prospects(integer, text) RETURNS void LANGUAGE sql AS 'SELECT';
+RESET ROLE;
+REVOKE CREATE ON SCHEMA sam FROM squatter;
+CREATE EXTENSION sam_ext;
+DROP SCHEMA sam CASCADE;
 SELECT pg_catalog.format('REVOKE CREATE ON DATABASE %I FROM squatter', current_database()) \gexec
 DROP ROLE squatter;
 
