@@ -736,6 +736,21 @@ next_due_ms(void)
 }
 
 /*
+ * drive_requests lets the calls in flight progress for up to 10 ms; the
+ * list of those that finished grows in requests_cxt.  Returns how many are
+ * still in flight.
+ */
+static int
+drive_requests(List **finished)
+{
+	MemoryContext old = MemoryContextSwitchTo(requests_cxt);
+	int			in_flight = sam_http_drive(10, finished);
+
+	MemoryContextSwitchTo(old);
+	return in_flight;
+}
+
+/*
  * finish_and_exit ends the worker on SIGTERM, or for a DROP DATABASE: the
  * answers it holds are recorded first, on SIGTERM with those that come
  * within SAM_SHUTDOWN_DRAIN_MS (no new call is started).  The calls still
@@ -750,12 +765,7 @@ finish_and_exit(List *finished, bool dropping)
 	int			n;
 
 	while (!dropping && in_flight > 0 && GetCurrentTimestamp() < until)
-	{
-		MemoryContext old = MemoryContextSwitchTo(requests_cxt);
-
-		in_flight = sam_http_drive(10, &finished);
-		MemoryContextSwitchTo(old);
-	}
+		in_flight = drive_requests(&finished);
 	n = list_length(finished);
 	if (n > 0)
 		record_results(finished);
@@ -927,10 +937,7 @@ sam_worker_main(Datum main_arg)
 
 		if (in_flight > 0)
 		{
-			MemoryContext old = MemoryContextSwitchTo(requests_cxt);
-
-			in_flight = sam_http_drive(10, &finished);
-			MemoryContextSwitchTo(old);
+			in_flight = drive_requests(&finished);
 			/* a commit elsewhere may have queued more */
 			if (MyLatch->is_set)
 			{
