@@ -1640,6 +1640,9 @@ $$;
  * invitations say.  The spacing of actions moved to the next window counts
  * only those: a paused campaign's actions, or an invitation held for days,
  * took the window's first places and pushed the others back.
+ *
+ * (The same conditions as sam._claimable's, which keeps them inline: it is
+ * the claim's hot statement, planned once.)
  */
 CREATE FUNCTION sam._may_go_then(kind text, campaign_id bigint, invites_paused_until timestamptz, t timestamptz)
 RETURNS boolean
@@ -2983,6 +2986,22 @@ END $$;
 ------------------------------------------------------------------------
 
 /*
+ * sam._stale_without_id: the prospects whose invitation is pending longer
+ * than their campaign's withdraw_after, and known without an id (it cannot
+ * be withdrawn by id): what check_relations looks up in the sent list, and
+ * ends once it is missing from every list.
+ */
+CREATE FUNCTION sam._stale_without_id(now_t timestamptz) RETURNS TABLE (id bigint, account_id text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pr.id, pr.account_id
+      FROM sam.prospects pr
+      JOIN sam.campaigns c ON c.id = pr.campaign_id
+     WHERE pr.status = 'connection_request_sent' AND pr.invitation_id IS NULL
+       AND pr.invited_at < now_t - c.withdraw_after
+$$;
+
+/*
  * sam._queue_withdrawals queues the withdrawals of up to n stale
  * invitations (pending longer than their campaign's withdraw_after), of one
  * active account or of all, the oldest first, for the job run: those known
@@ -3069,37 +3088,26 @@ BEGIN
     END LOOP;
 
     /*
-     * The 50 oldest that can be withdrawn: known by their invitation id, and
-     * not withdrawn before (a withdrawal that ended, dead or 404, is not made
-     * again).  The others used to take the 50 places run after run, and then
-     * no invitation was ever withdrawn again.
-     */
-    SELECT count(*) INTO stale_without_id
-      FROM sam.prospects pr
-      JOIN sam.campaigns c ON c.id = pr.campaign_id
-      JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
-     WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
-       AND pr.invitation_id IS NULL;
-
-    /*
      * Invitations confirmed without an id (already pending at LinkedIn, or
      * found by a check of an unknown outcome) cannot be withdrawn by id.
-     * For accounts with such stale ones, the list of pending sent
+     * For active accounts with such stale ones, the list of pending sent
      * invitations is read: those found there get their id (and are
      * withdrawn), those missing from it are no longer pending at LinkedIn
      * (see sam._job_check_relations_finish).
      */
-    INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
-    SELECT DISTINCT ON (pr.account_id) pr.account_id, 'sent_invitations_page', format('sent_invitations:%s:1', p_run_id),
-           jsonb_build_object('method', 'GET', 'path', '/api/v1/users/invite/sent',
-                              'query', jsonb_build_object('account_id', pr.account_id, 'limit', '100')),
-           p_run_id, jsonb_build_object('page', 1)
-      FROM sam.prospects pr
-      JOIN sam.campaigns c ON c.id = pr.campaign_id
-      JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
-     WHERE pr.status = 'connection_request_sent' AND pr.invited_at < now_t - c.withdraw_after
-       AND pr.invitation_id IS NULL
-     ORDER BY pr.account_id;
+    WITH stale AS (
+        SELECT s.account_id
+          FROM sam._stale_without_id(now_t) s
+          JOIN sam.accounts x ON x.account_id = s.account_id AND x.status = 'active'
+    ), pages AS (
+        INSERT INTO sam.outbox (account_id, kind, idempotency_key, request, job_run_id, context)
+        SELECT w.account_id, 'sent_invitations_page', format('sent_invitations:%s:1', p_run_id),
+               jsonb_build_object('method', 'GET', 'path', '/api/v1/users/invite/sent',
+                                  'query', jsonb_build_object('account_id', w.account_id, 'limit', '100')),
+               p_run_id, jsonb_build_object('page', 1)
+          FROM (SELECT DISTINCT st.account_id FROM stale st ORDER BY 1) w
+    )
+    SELECT count(*) INTO stale_without_id FROM stale;
     withdrawing := sam._queue_withdrawals(NULL, p_run_id, 50);   -- a run's: LinkedIn watches them too
     RETURN jsonb_build_object('checked', checked, 'accounts', accounts, 'withdrawing', withdrawing,
                               'stale_without_invitation_id', stale_without_id, 'errors', errors);
@@ -3122,8 +3130,6 @@ DECLARE
 BEGIN
     -- the run's row first, as a page being recorded takes it (then the prospects): never the other order
     PERFORM 1 FROM sam.job_runs r WHERE r.id = p_run_id FOR NO KEY UPDATE;
-    SELECT coalesce(sum((o.outcome->>'found')::integer), 0) INTO looked_up
-      FROM sam.outbox o WHERE o.job_run_id = p_run_id AND o.kind = 'sent_invitations_page' AND o.state = 'done';
     /*
      * A stale invitation without an id that is neither among the account's
      * pending sent invitations (the list read to its end in this run, each
@@ -3147,12 +3153,9 @@ BEGIN
            AND bool_or(o.kind = 'relations_page' AND coalesce((o.outcome->>'complete')::boolean, false))
            AND coalesce(sum((o.outcome->>'unmatchable')::integer), 0) = 0
     )
-    SELECT coalesce(array_agg(pr.id ORDER BY pr.id), '{}') INTO missing
+    SELECT coalesce(array_agg(s.id ORDER BY s.id), '{}') INTO missing
       FROM read_through r
-      JOIN sam.prospects pr ON pr.account_id = r.account_id
-      JOIN sam.campaigns c ON c.id = pr.campaign_id
-     WHERE pr.status = 'connection_request_sent' AND pr.invitation_id IS NULL
-       AND pr.invited_at < now_t - c.withdraw_after;
+      JOIN sam._stale_without_id(now_t) s ON s.account_id = r.account_id;
     SELECT coalesce(ARRAY(SELECT x::bigint FROM jsonb_array_elements_text(r.result->'missing_from_both_lists') x), '{}')
       INTO missing_before
       FROM sam.job_runs r
@@ -3169,11 +3172,13 @@ BEGIN
     )
     SELECT count(*) INTO gone FROM ended;
 
-    SELECT coalesce(sum((o.outcome->>'accepted')::integer), 0), count(*) FILTER (WHERE o.state = 'done')
-      INTO accepted, pages
-      FROM sam.outbox o WHERE o.job_run_id = p_run_id AND o.kind = 'relations_page';
-    SELECT count(*) INTO withdrawn FROM sam.outbox o
-     WHERE o.job_run_id = p_run_id AND o.kind = 'withdraw_invite' AND o.state = 'done';
+    SELECT coalesce(sum((o.outcome->>'accepted')::integer) FILTER (WHERE o.kind = 'relations_page'), 0),
+           count(*) FILTER (WHERE o.kind = 'relations_page' AND o.state = 'done'),
+           count(*) FILTER (WHERE o.kind = 'withdraw_invite' AND o.state = 'done'),
+           coalesce(sum((o.outcome->>'found')::integer)
+                    FILTER (WHERE o.kind = 'sent_invitations_page' AND o.state = 'done'), 0)
+      INTO accepted, pages, withdrawn, looked_up
+      FROM sam.outbox o WHERE o.job_run_id = p_run_id;
     SELECT count(*) INTO still FROM sam.prospects pr
       JOIN sam.accounts x ON x.account_id = pr.account_id AND x.status = 'active'
      WHERE pr.status = 'connection_request_sent';
