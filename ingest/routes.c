@@ -37,6 +37,7 @@
 #define MAX_REASON		160		/* bytes of an SQL message put in an answer */
 #define LOG_PATH_MAX	160
 #define METHOD_NOT_ALLOWED	"{\"error\":\"Method not allowed\"}"
+#define BUSY_ANSWER		"{\"error\":\"database busy, try again\"}"
 
 #define CRON(path, fn) \
 	{path, RK_CRON, NULL, "sam." fn "()", "SELECT sam." fn "()::text"}
@@ -309,10 +310,14 @@ handle_metrics(struct MHD_Connection *conn, Request *req)
  * body in binary format so that its length is explicit (the server still
  * checks that it is valid UTF-8).  The function is idempotent (it
  * deduplicates), so a call that met a connection broken since its last
- * use is made once more on a new one.
+ * use is made once more on a new one, and one that met a deadlock or a
+ * lock not available once more at once.  *busy is set when it was
+ * answered 503 because the database is busy (a lock still not available
+ * the second time, a statement timeout): the caller should not make
+ * further calls that would wait as long (see handle_webhook_batch).
  */
 static enum MHD_Result
-handle_webhook(struct MHD_Connection *conn, Request *req)
+handle_webhook(struct MHD_Connection *conn, Request *req, bool *busy)
 {
 	const Route *route = &routes[req->route];
 	const char *values[2];
@@ -334,6 +339,7 @@ handle_webhook(struct MHD_Connection *conn, Request *req)
 	}
 	if (cancelled_by_shutdown(&r))
 		r.outcome = DB_UNAVAILABLE;
+	*busy = false;
 	switch (r.outcome)
 	{
 		case DB_OK:
@@ -346,14 +352,22 @@ handle_webhook(struct MHD_Connection *conn, Request *req)
 							   "{\"error\":\"database unavailable\"}");
 			break;
 		case DB_ERROR:
-			if (sqlstate_is_transient(r.sqlstate))
+			if (sqlstate_is_transient(r.sqlstate) ||
+				strcmp(r.sqlstate, "57014") == 0)
 			{
-				/* twice: answered 503, so that Unipile delivers it again later */
-				ingest_log("sam.ingest_webhook() failed twice: SQLSTATE %s: %s",
+				/*
+				 * twice (a statement timeout: once, a second try would wait
+				 * as long): answered 503, so that Unipile delivers it again
+				 * later
+				 */
+				ingest_log("sam.ingest_webhook() failed%s: SQLSTATE %s: %s",
+						   strcmp(r.sqlstate, "57014") == 0 ? "" : " twice",
 						   r.sqlstate, r.message);
 				metrics_webhook_reject(WR_DB_UNAVAILABLE);
 				ret = respond_json(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
-								   "{\"error\":\"database busy, try again\"}");
+								   BUSY_ANSWER);
+				*busy = strcmp(r.sqlstate, "57014") == 0 ||
+					strcmp(r.sqlstate, "55P03") == 0;
 				break;
 			}
 			if (strncmp(r.sqlstate, "22", 2) == 0)
@@ -468,6 +482,13 @@ dispatch(struct MHD_Connection *conn, Request *req)
  * committed, and each delivery is made again on its own, so that each
  * gets the answer it would have got alone: sam.ingest_webhook is
  * idempotent.  A batch cancelled by the shutdown is answered 503.
+ *
+ * Once one of those calls is answered 503 because the database is busy
+ * (a lock it could not get, a statement timeout), the deliveries after it
+ * are answered 503 at once, without a call: they would most likely wait
+ * as long for the same lock, and the worker would be held for the sum of
+ * their timeouts (up to 2 * --batch of them) while the queue grows.
+ * Unipile delivers them again later.
  */
 static void
 handle_webhook_batch(PoolJob **jobs, unsigned n)
@@ -479,6 +500,7 @@ handle_webhook_batch(PoolJob **jobs, unsigned n)
 	char		sqlstate[6];
 	unsigned	i;
 	bool		ok;
+	bool		busy = false;
 
 	for (i = 0; i < n; i++)
 	{
@@ -507,8 +529,14 @@ handle_webhook_batch(PoolJob **jobs, unsigned n)
 			respond_json(jobs[i]->conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
 						 "{\"error\":\"database unavailable\"}");
 		}
+		else if (busy)
+		{
+			metrics_webhook_reject(WR_DB_UNAVAILABLE);
+			respond_json(jobs[i]->conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
+						 BUSY_ANSWER);
+		}
 		else
-			handle_webhook(jobs[i]->conn, req);
+			handle_webhook(jobs[i]->conn, req, &busy);
 	}
 }
 
@@ -539,7 +567,11 @@ run_jobs(PoolJob **jobs, unsigned n, bool abort)
 		switch (routes[req->route].kind)
 		{
 			case RK_WEBHOOK:
-				handle_webhook(conn, req);
+				{
+					bool		busy;
+
+					handle_webhook(conn, req, &busy);
+				}
 				break;
 			case RK_CRON:
 				handle_cron(conn, req);
