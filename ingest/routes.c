@@ -23,6 +23,7 @@
  */
 #include "sam_ingest.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,8 +277,65 @@ handle_healthz(struct MHD_Connection *conn, Request *req)
 }
 
 /*
+ * The database's figures (sam.metrics_text(), which counts whole tables)
+ * as last read, reused for --metrics-max-age seconds: however often
+ * /metrics is asked for, the database reads them at most once in that
+ * time, and at most one read is under way.  Protected by metrics_lock.
+ */
+static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *metrics_text;		/* NULL: nothing kept */
+static size_t metrics_text_len;
+static int64_t metrics_read_ns; /* when metrics_text was read */
+static bool metrics_reading;	/* a worker is reading them */
+
+/*
+ * metrics_take appends the kept figures to sb when there are some; when
+ * fresh_only, only if they are younger than --metrics-max-age.  True when
+ * it did.  Called with metrics_lock held.
+ */
+static bool
+metrics_take(StrBuf *sb, bool fresh_only)
+{
+	if (metrics_text == NULL)
+		return false;
+	if (fresh_only &&
+		monotonic_ns() - metrics_read_ns >=
+		(int64_t) ingest_config.metrics_max_age * 1000000000)
+		return false;
+	sb_append(sb, metrics_text, metrics_text_len);
+	return true;
+}
+
+/*
+ * metrics_answer_cached answers /metrics on the HTTP thread, without the
+ * pool, when the kept figures are fresh.  True when it answered.
+ */
+static bool
+metrics_answer_cached(struct MHD_Connection *conn, Request *req,
+					  enum MHD_Result *ret)
+{
+	StrBuf		sb = {0};
+	bool		fresh;
+
+	metrics_render(&sb);
+	pthread_mutex_lock(&metrics_lock);
+	fresh = metrics_take(&sb, true);
+	pthread_mutex_unlock(&metrics_lock);
+	if (fresh)
+		*ret = respond(conn, req, MHD_HTTP_OK, METRICS_TYPE, sb.data, sb.len, NULL);
+	sb_free(&sb);
+	return fresh;
+}
+
+/*
  * handle_metrics answers the ingest's own metrics followed by
  * sam.metrics_text() when the extension has it (and the database is up).
+ * The database's figures are read again only when those kept are older
+ * than --metrics-max-age and no other worker is reading them; while one
+ * is, the others answer the figures kept, or none when there are none.
+ * An answer without them (no function: 42883, 3F000) is kept too, so
+ * that a database without the extension is not asked at every scrape;
+ * a failure is not.
  */
 static enum MHD_Result
 handle_metrics(struct MHD_Connection *conn, Request *req)
@@ -285,20 +343,66 @@ handle_metrics(struct MHD_Connection *conn, Request *req)
 	StrBuf		sb = {0};
 	DbResult	r;
 	enum MHD_Result ret;
+	bool		read = false;
+	bool		keep = ingest_config.metrics_max_age > 0;
 
 	metrics_render(&sb);
-	db_call("SELECT sam.metrics_text()", 0, NULL, NULL, NULL, false, &r);
-	if (r.outcome == DB_OK && r.value_len > 0)
+	pthread_mutex_lock(&metrics_lock);
+	if (!keep)
+		read = true;
+	else if (metrics_take(&sb, true))
+		 /* fresh */ ;
+	else if (metrics_reading)
+		(void) metrics_take(&sb, false);	/* another worker reads them */
+	else
+		read = metrics_reading = true;
+	pthread_mutex_unlock(&metrics_lock);
+
+	if (read)
 	{
-		sb_append(&sb, r.value, r.value_len);
-		if (r.value[r.value_len - 1] != '\n')
-			sb_append(&sb, "\n", 1);
+		size_t		start = sb.len;
+		bool		ok = false;
+
+		db_call("SELECT sam.metrics_text()", 0, NULL, NULL, NULL, false, &r);
+		if (r.outcome == DB_OK && r.value_len > 0)
+		{
+			sb_append(&sb, r.value, r.value_len);
+			if (r.value[r.value_len - 1] != '\n')
+				sb_append(&sb, "\n", 1);
+			ok = true;
+		}
+		else if (r.outcome == DB_OK || r.outcome == DB_NULL ||
+				 (r.outcome == DB_ERROR && (strcmp(r.sqlstate, "42883") == 0 ||
+											strcmp(r.sqlstate, "3F000") == 0)))
+			ok = true;
+		else if (r.outcome == DB_ERROR)
+			ingest_log("sam.metrics_text() failed: SQLSTATE %s: %s",
+					   r.sqlstate, r.message);
+		db_result_clear(&r);
+
+		if (keep)
+		{
+			char	   *copy = NULL;
+			size_t		len = sb.len - start;
+
+			if (ok)
+			{
+				copy = malloc(len + 1);
+				if (copy != NULL)
+				{
+					memcpy(copy, sb.data + start, len);
+					copy[len] = '\0';
+				}
+			}
+			pthread_mutex_lock(&metrics_lock);
+			free(metrics_text);
+			metrics_text = copy;
+			metrics_text_len = copy ? len : 0;
+			metrics_read_ns = monotonic_ns();
+			metrics_reading = false;
+			pthread_mutex_unlock(&metrics_lock);
+		}
 	}
-	else if (r.outcome == DB_ERROR && strcmp(r.sqlstate, "42883") != 0 &&
-			 strcmp(r.sqlstate, "3F000") != 0)
-		ingest_log("sam.metrics_text() failed: SQLSTATE %s: %s",
-				   r.sqlstate, r.message);
-	db_result_clear(&r);
 	ret = respond(conn, req, MHD_HTTP_OK, METRICS_TYPE, sb.data, sb.len, NULL);
 	sb_free(&sb);
 	return ret;
@@ -629,6 +733,14 @@ begin_request(struct MHD_Connection *conn, Request *req, const char *method,
 				ret = respond(conn, req, MHD_HTTP_OK, METRICS_TYPE, sb.data, sb.len, NULL);
 				sb_free(&sb);
 				return ret;
+			}
+			if (route->kind == RK_METRICS)
+			{
+				enum MHD_Result ret;
+
+				/* the database's figures read less than --metrics-max-age ago */
+				if (metrics_answer_cached(conn, req, &ret))
+					return ret;
 			}
 			return dispatch(conn, req);
 		case RK_WEBHOOK:

@@ -76,6 +76,8 @@ static const char usage_text[] =
 "                            limit (behind a proxy: its own) [64] SAM_INGEST_PER_IP_CONNECTIONS\n"
 "  --idle-timeout S          seconds a connection may stay silent\n"
 "                            [15]                                 SAM_INGEST_IDLE_TIMEOUT\n"
+"  --metrics-max-age S       seconds GET /metrics reuses the\n"
+"                            database's figures, 0 = never [10]   SAM_INGEST_METRICS_MAX_AGE\n"
 "  --help, --version\n"
 "\n"
 "Without a webhook secret every webhook is answered 401; without a cron\n"
@@ -315,6 +317,7 @@ parse_config(int argc, char **argv)
 		{"max-connections", required_argument, NULL, 'C'},
 		{"per-ip-connections", required_argument, NULL, 'I'},
 		{"idle-timeout", required_argument, NULL, 'T'},
+		{"metrics-max-age", required_argument, NULL, 'M'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -330,7 +333,8 @@ parse_config(int argc, char **argv)
 			   *f_batch = NULL,
 			   *f_maxconn = NULL,
 			   *f_perip = NULL,
-			   *f_idle = NULL;
+			   *f_idle = NULL,
+			   *f_mage = NULL;
 	const char *v;
 	char	   *errmsg = NULL;
 	PQconninfoOption *opts;
@@ -396,6 +400,9 @@ parse_config(int argc, char **argv)
 			case 'T':
 				f_idle = optarg;
 				break;
+			case 'M':
+				f_mage = optarg;
+				break;
 			case 'h':
 				fputs(usage_text, stdout);
 				exit(0);
@@ -451,6 +458,8 @@ parse_config(int argc, char **argv)
 															   0, 100000, "the per-address connection limit");
 	ingest_config.idle_timeout = (unsigned) parse_number(pick(f_idle, "SAM_INGEST_IDLE_TIMEOUT", "15"),
 														 1, 3600, "the idle timeout");
+	ingest_config.metrics_max_age = (unsigned) parse_number(pick(f_mage, "SAM_INGEST_METRICS_MAX_AGE", "10"),
+															0, 3600, "the metrics' maximum age");
 	ingest_config.webhook_header = xstrdup(pick(f_header, "SAM_WEBHOOK_HEADER", "Unipile-Auth"));
 	if (!valid_header_name(ingest_config.webhook_header))
 		die_usage("the webhook header must be an HTTP header name");

@@ -66,6 +66,7 @@ typedef struct IngestConfig
 	unsigned	max_connections;	/* open HTTP connections at most */
 	unsigned	per_ip_connections; /* of them from one address, 0: no limit */
 	unsigned	idle_timeout;	/* seconds a connection may stay silent */
+	unsigned	metrics_max_age;	/* seconds sam.metrics_text() is reused */
 } IngestConfig;
 
 extern IngestConfig ingest_config;

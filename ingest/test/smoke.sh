@@ -96,7 +96,7 @@ start_ingest() {
 	SAM_INGEST_DATABASE_URL="$CLUSTER_INGEST_URL" \
 	SAM_WEBHOOK_SECRET="$WSECRET" \
 	SAM_INGEST_PORT=1 SAM_INGEST_MAX_BODY=10 \
-		$WRAPPER "$BIN" --port 0 --max-body 4096 --threads 4 --per-ip-connections 24 --idle-timeout 5 \
+		$WRAPPER "$BIN" --port 0 --max-body 4096 --threads 4 --per-ip-connections 24 --idle-timeout 5 --metrics-max-age 2 \
 		--cron-secret-file "$TMP/cron_secret" >"$TMP/out" 2>"$TMP/err" &
 	PID=$!
 	local i
@@ -312,12 +312,30 @@ grep -Eq '^sam_ingest_webhook_rejected_total\{reason="too_large"\} [1-9]' "$TMP/
 	fail "metrics: no too_large count"
 grep -Eq '^sam_ingest_request_duration_seconds_bucket\{route="/api/webhooks/unipile",le="\+Inf"\} [1-9]' "$TMP/body" &&
 	pass || fail "metrics: no duration histogram"
+# the database's figures are read once every --metrics-max-age (2) seconds at most: the answer
+# "no sam.metrics_text()" above is kept that long too, so the function shows up within 2 s
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE SEQUENCE sam.metrics_reads;
 CREATE FUNCTION sam.metrics_text() RETURNS text LANGUAGE sql SECURITY DEFINER AS
-$$SELECT E'# TYPE sam_stand_in_events gauge\nsam_stand_in_events ' || count(*) FROM sam.webhook_events$$;
+$$SELECT E'# TYPE sam_stand_in_events gauge\nsam_stand_in_events ' || count(*)
+         || E'\nsam_stand_in_reads ' || nextval('sam.metrics_reads') FROM sam.webhook_events$$;
 GRANT EXECUTE ON FUNCTION sam.metrics_text() TO sam_ingest;
 SQL
+for i in $(seq 1 100); do
+	curl -s "$BASE/metrics" | grep -q '^sam_stand_in_events' && break
+	sleep 0.1
+done
 CT=text req "metrics with sam.metrics_text()" 200 '^sam_stand_in_events [0-9]+$' "$BASE/metrics"
+READS=$(psql_value "SELECT last_value FROM sam.metrics_reads")
+# twenty scrapes at once (under --per-ip-connections): answered from the figures kept, which are
+# read again once at most
+: >"$TMP/scrapes"
+curl -s -Z --parallel-immediate --parallel-max 20 -w '%{http_code}\n' \
+	$(for i in $(seq 1 20); do printf -- '-o /dev/null %s ' "$BASE/metrics"; done) >"$TMP/scrapes" 2>/dev/null
+[ "$(grep -c '^200$' "$TMP/scrapes")" = 20 ] && pass || fail "20 scrapes: $(sort "$TMP/scrapes" | uniq -c | tr '\n' ' ')"
+READS2=$(psql_value "SELECT last_value FROM sam.metrics_reads")
+[ "$READS2" -le $((READS + 1)) ] && pass ||
+	fail "20 scrapes read the database's figures $((READS2 - READS)) times, want 1 at most"
 
 # --- the database goes away: 503; it comes back: 200, nothing lost
 BEFORE=$(psql_value "SELECT count(*) FROM sam.webhook_events")
