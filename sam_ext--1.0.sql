@@ -2554,10 +2554,11 @@ AS $$
 DECLARE
     cancelled integer;
 BEGIN
-    -- (a completed sequence's prospect who writes back replied too: the funnel and the app want it;
-    -- so does one whose invitation was taken for no longer pending, see check_relations)
-    IF pr.status NOT IN ('pending', 'connection_request_sent', 'connected', 'completed')
-       AND NOT (pr.status = 'withdrawn' AND pr.invitation_id IS NULL) THEN
+    -- (whatever the prospect's state: a completed sequence's prospect who writes back replied too,
+    -- the funnel and the app want it; so does one whose sequence failed, after a message given up
+    -- on that may well have gone out, and one whose invitation was withdrawn or taken for no
+    -- longer pending, see check_relations: the salesperson must hear of every reply)
+    IF pr.status = 'replied' THEN
         UPDATE sam.prospects SET chat_id = coalesce(chat_id, p_chat_id) WHERE id = pr.id;
         RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'none',
                                   'reason', format('prospect is already %s', pr.status));

@@ -109,3 +109,14 @@ SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-w", "use
 SELECT pg_stat_get_xact_tuples_updated('sam.webhook_events'::regclass) - :u0 AS updates,
        pg_stat_get_xact_tuples_hot_updated('sam.webhook_events'::regclass) - :h0 AS hot_updates;
 ROLLBACK;
+
+-- a reply counts whatever the prospect's state: one whose sequence failed (a message given up on
+-- after timeouts may well have gone out) is replied, and notified, not dropped
+UPDATE sam.prospects SET status = 'failed', failed_at = sam.now(), follow_up_due_at = NULL,
+       last_error = 'send_message gave up after 5 attempts: HTTP 503'
+ WHERE provider_id = 'ACoW2';
+SELECT sam.ingest_webhook('{"event": "message_received", "account_id": "acc-w", "chat_id": "chat-6", "message_id": "m-6",
+  "message": "Got your note", "sender": {"attendee_provider_id": "ACoW2"}}') ->> 'transition' AS transition;
+SELECT status, replied_at IS NOT NULL AS replied_at_set, chat_id FROM sam.prospects WHERE provider_id = 'ACoW2';
+SELECT count(*) AS notified FROM sam.notifications n JOIN sam.prospects p ON p.id = n.prospect_id
+ WHERE p.provider_id = 'ACoW2' AND n.event = 'prospect_replied';
