@@ -4518,8 +4518,12 @@ DECLARE
     n_hashes integer;
     n_dnc integer;
 BEGIN
-    -- imports of the same person wait, or are seen (see add_prospects)
-    LOCK TABLE sam.prospects IN SHARE ROW EXCLUSIVE MODE;
+    -- imports of the same person wait, or are seen (see add_prospects); so do the jobs, webhooks and
+    -- records that lock prospects' rows (ROW SHARE: SELECT ... FOR UPDATE) before they write to them:
+    -- SHARE ROW EXCLUSIVE let them lock a row, then wait for this lock to write to it, while this
+    -- erasure waited for their row to remove it (a deadlock that failed the hourly follow-ups run).
+    -- One that holds such a row already finishes first (it goes ahead of this lock in the queue).
+    LOCK TABLE sam.prospects IN EXCLUSIVE MODE;
     -- their prospects, by the identifier given, then by the other identifiers those have (the same
     -- person in another account, found by URL here and by provider id there): until no new one turns up
     -- (and by the identifiers stored answers pair with theirs: a prospect imported by provider id,
@@ -4607,7 +4611,8 @@ BEGIN
         RETURNING * INTO entry;
     END IF;
 
-    LOCK TABLE sam.prospects IN SHARE ROW EXCLUSIVE MODE;
+    -- (EXCLUSIVE, not SHARE ROW EXCLUSIVE: see erase_person)
+    LOCK TABLE sam.prospects IN EXCLUSIVE MODE;
     -- every campaign of every account: people still in progress stop here
     WITH s AS (
         UPDATE sam.prospects p
