@@ -40,8 +40,13 @@
 #define METHOD_NOT_ALLOWED	"{\"error\":\"Method not allowed\"}"
 #define BUSY_ANSWER		"{\"error\":\"database busy, try again\"}"
 
+/*
+ * A job's answer, prefixed with F when it says "success": false (the job
+ * failed, or the worker is not running), T otherwise: see handle_cron.
+ */
 #define CRON(path, fn) \
-	{path, RK_CRON, NULL, "sam." fn "()", "SELECT sam." fn "()::text"}
+	{path, RK_CRON, NULL, "sam." fn "()", \
+	"SELECT CASE WHEN r->>'success' = 'false' THEN 'F' ELSE 'T' END || r::text FROM sam." fn "() r"}
 
 const Route routes[] = {
 	{"/api/webhooks/unipile", RK_WEBHOOK, "unipile", NULL, NULL},
@@ -504,7 +509,10 @@ handle_webhook(struct MHD_Connection *conn, Request *req, bool *busy)
 /*
  * handle_cron runs the route's fixed SQL (no request data reaches it) and
  * maps the usual failures to answers a scheduler can act on.  Jobs are
- * not assumed idempotent: a call is never repeated here.
+ * not assumed idempotent: a call is never repeated here.  A job that
+ * answers "success": false (it failed, or the worker is not running) is
+ * answered 500 with that answer: a scheduler's history shows failures by
+ * the HTTP status, and a 200 would show it green.
  */
 static enum MHD_Result
 handle_cron(struct MHD_Connection *conn, Request *req)
@@ -520,8 +528,17 @@ handle_cron(struct MHD_Connection *conn, Request *req)
 	switch (r.outcome)
 	{
 		case DB_OK:
-			ret = respond(conn, req, MHD_HTTP_OK, JSON_TYPE, r.value,
-						  r.value_len, NULL);
+			/* (the T or F prefix the route's SQL adds is not sent) */
+			if (r.value_len > 0 && r.value[0] == 'F')
+			{
+				ingest_log("%s answered \"success\": false", route->function);
+				ret = respond(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, JSON_TYPE,
+							  r.value + 1, r.value_len - 1, NULL);
+			}
+			else
+				ret = respond(conn, req, MHD_HTTP_OK, JSON_TYPE,
+							  r.value + (r.value_len > 0), r.value_len - (r.value_len > 0),
+							  NULL);
 			break;
 		case DB_UNAVAILABLE:
 			ret = respond_json(conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,

@@ -296,6 +296,15 @@ req "403 without EXECUTE" 403 \
 	'^\{"error":"forbidden: the ingest role may not call sam.check_relations\(\)"\}$' \
 	-X POST "$BASE/api/cron/check-relations" -H "x-cron-secret: $CSECRET"
 psql_value "GRANT EXECUTE ON FUNCTION sam.check_relations() TO sam_ingest" >/dev/null
+# a job that answers "success": false (it failed, or the worker is not running): 500 with its answer,
+# so that the scheduler's history shows the failure
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE FUNCTION sam.process_outbox() RETURNS jsonb LANGUAGE sql AS
+$$SELECT '{"success": false, "error": "the sam_ext worker is not running"}'::jsonb$$;
+GRANT EXECUTE ON FUNCTION sam.process_outbox() TO sam_ingest;
+SQL
+req "500 for success: false" 500 '^\{"error": "the sam_ext worker is not running", "success": false\}$' \
+	-X POST "$BASE/api/cron/process-outbox" -H "x-cron-secret: $CSECRET"
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 CREATE FUNCTION sam.gdpr_cleanup() RETURNS jsonb LANGUAGE plpgsql AS
 $$BEGIN RAISE EXCEPTION 'cleanup "exploded"'; END$$;
