@@ -3552,13 +3552,21 @@ BEGIN
          WHERE x.id = m.id
         RETURNING m.what
     ),
-    -- what the answer lists (at most 100), in due order
+    -- what the answer lists (at most 100), in due order: every due prospect but those whose message
+    -- this run queued (the finish lists those with their outcome)
     listed AS (
         SELECT k.follow_up_due_at, k.id,
                CASE WHEN k.what = 'deferred'
                     THEN jsonb_build_object('prospect_id', k.id, 'step', k.step, 'status', 'deferred', 'reason', k.reason)
+                    WHEN k.what = 'on_its_way'
+                    THEN jsonb_build_object('prospect_id', k.id, 'step', k.step, 'status', 'on_its_way',
+                                            'not_before', k.queued_for)
+                    WHEN k.what = 'render'
+                    THEN jsonb_build_object('prospect_id', k.id, 'step', k.step, 'status', 'failed',
+                                            'error', k.out[2])
                     ELSE jsonb_build_object('prospect_id', k.id, 'status', k.what) END AS entry
-          FROM k WHERE k.what IN ('not_connected_yet', 'completed', 'deferred')
+          FROM k WHERE k.what IN ('not_connected_yet', 'completed', 'deferred', 'on_its_way')
+                    OR (k.what = 'render' AND k.out[2] IS NOT NULL)
         UNION ALL
         SELECT y.follow_up_due_at, y.id,
                jsonb_build_object('prospect_id', y.id, 'step', y.step, 'status', 'deferred',

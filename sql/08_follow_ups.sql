@@ -45,12 +45,27 @@ UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interv
 -- G3 (due second) lost its topic
 UPDATE sam.prospects SET variables = '{}' WHERE provider_id = 'ACoG3';
 INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
-SELECT jsonb_pretty(sam._job_process_follow_ups_start(:run_id) #- '{results,0,prospect_id}') AS answer;
+SELECT sam._job_process_follow_ups_start(:run_id) AS answer \gset
+SELECT jsonb_pretty(:'answer'::jsonb - 'results') AS answer;
+-- the prospects it did not queue a message for are listed (the finish lists the others)
+SELECT p.provider_id, r - 'prospect_id' AS entry
+  FROM jsonb_array_elements(:'answer'::jsonb->'results') WITH ORDINALITY AS e(r, n)
+  JOIN sam.prospects p ON p.id = (r->>'prospect_id')::bigint ORDER BY e.n;
 SELECT p.provider_id, p.status, p.last_error, o.kind, o.not_before, o.context->>'text' AS text,
        p.follow_up_due_at
   FROM sam.prospects p LEFT JOIN sam.outbox o ON o.prospect_id = p.id
  WHERE p.campaign_id = :gid ORDER BY p.provider_id;
 SELECT next_action_at FROM sam.accounts WHERE account_id = 'acc-g';
+-- a second run with room under a higher cap: the two queued are listed as on their way, with their
+-- time; the deferred one is queued now, and the finish lists it; nothing was left out of results
+UPDATE sam.accounts SET daily_message_cap = 10 WHERE account_id = 'acc-g';
+INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id2 \gset
+SELECT sam._job_process_follow_ups_start(:run_id2) AS answer2 \gset
+SELECT p.provider_id, r - 'prospect_id' AS entry
+  FROM jsonb_array_elements(:'answer2'::jsonb->'results') WITH ORDINALITY AS e(r, n)
+  JOIN sam.prospects p ON p.id = (r->>'prospect_id')::bigint ORDER BY e.n;
+SELECT jsonb_pretty(f - 'results') AS finish, jsonb_array_length(f->'results') AS results_listed
+  FROM sam._job_process_follow_ups_finish(:run_id2, :'answer2'::jsonb) f;
 ROLLBACK;
 -- A message that went dead goes again, in the same row, once its prospect is set back by hand to
 -- connected at that step (the engine itself fails the prospect with it): one refused for good (R1,
