@@ -3984,6 +3984,32 @@ CREATE TRIGGER prospects_notify AFTER UPDATE OF status ON sam.prospects
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('connected', 'replied'))
     EXECUTE FUNCTION sam._prospect_notify_trigger();
 
+/*
+ * A campaign completes by itself once every prospect of it is in a final
+ * state (process_follow_ups).  A prospect that leaves a final state again
+ * (a late acceptance of an invitation ended as no longer pending; a failed
+ * prospect set back by hand to pending or connected, as README says) makes
+ * its completed campaign run again: the jobs take only running campaigns'
+ * prospects, so it would otherwise stay connected for ever with no
+ * follow-up, and the campaign could be neither resumed nor started.
+ */
+CREATE FUNCTION sam._prospect_reopened_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE sam.campaigns c SET status = 'running', completed_at = NULL
+     WHERE c.id = NEW.campaign_id AND c.status = 'completed';
+    IF FOUND THEN
+        RAISE LOG 'sam_ext: campaign % runs again: its prospect % is % again', NEW.campaign_id, NEW.id, NEW.status;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER prospects_reopen_campaign AFTER UPDATE OF status ON sam.prospects
+    FOR EACH ROW WHEN (OLD.status IN ('replied', 'completed', 'failed', 'withdrawn')
+                       AND NEW.status IN ('pending', 'connection_request_sent', 'connected'))
+    EXECUTE FUNCTION sam._prospect_reopened_trigger();
+
 CREATE FUNCTION sam._account_notify_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$

@@ -146,3 +146,25 @@ SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_
 SELECT p.provider_id, o.not_before, p.follow_up_due_at FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
  WHERE o.account_id = 'acc-ok' ORDER BY o.id;
 ROLLBACK;
+-- A late acceptance in a campaign that completed by itself (its one prospect ended as no longer
+-- pending, without an id to withdraw it by): the campaign runs again and the sequence goes on.
+BEGIN;
+SELECT sam.create_account('acc-reopen', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '0', spacing_max => '0')->>'success';
+SELECT (sam.create_campaign('acc-reopen', 'Reopen', NULL, '[{"delay": "1 hour", "template": "Thanks for connecting"}]'))->>'campaign_id' AS rid \gset
+SELECT (sam.add_prospects(:rid, '[{"provider_id": "ACoREOPEN"}]'))->>'inserted' AS inserted;
+UPDATE sam.campaigns SET status = 'running', started_at = sam.now() WHERE id = :rid;
+UPDATE sam.prospects SET status = 'withdrawn', withdrawn_at = sam.now(), invited_at = sam.now() - interval '30 days',
+       last_error = 'no longer pending and missing from both lists'
+ WHERE campaign_id = :rid;
+INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
+SELECT r->'processed' AS processed FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT status, completed_at IS NOT NULL AS completed_at_set FROM sam.campaigns WHERE id = :rid;
+SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-reopen", "user_provider_id": "ACoREOPEN"}')
+       ->> 'transition' AS transition;
+SELECT status, completed_at FROM sam.campaigns WHERE id = :rid;
+SELECT status, follow_up_due_at FROM sam.prospects WHERE campaign_id = :rid;
+SELECT sam.advance_clock('2 hours')->>'now' AS now;
+SELECT r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT o.kind, o.context->>'text' AS text FROM sam.outbox o WHERE o.campaign_id = :rid;
+ROLLBACK;
