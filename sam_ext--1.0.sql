@@ -1456,6 +1456,31 @@ AS $$
 $$;
 
 /*
+ * sam._names_erased: whether a webhook's payload names a person erased on
+ * request (a hash on the suppression list) as the relation, the sender or
+ * an attendee.  Such an event that matched no prospect is not kept: the
+ * erasure removed the person's events, and one arriving later would bring
+ * their name and messages back for the events' retention.
+ */
+CREATE FUNCTION sam._names_erased(p jsonb) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN EXISTS (
+        SELECT 1 FROM sam.suppressions s
+         WHERE s.hash = ANY (ARRAY(
+               SELECT sam._identity_hash(x)
+                 FROM unnest(ARRAY[p->>'user_provider_id',
+                                   lower(sam._url_decode(nullif(p->>'user_public_identifier', ''))),
+                                   p->'sender'->>'attendee_provider_id']
+                             || ARRAY(SELECT a->>'attendee_provider_id'
+                                        FROM jsonb_array_elements(CASE jsonb_typeof(p->'attendees')
+                                                                       WHEN 'array' THEN p->'attendees'
+                                                                       ELSE '[]' END) a)) x
+                WHERE x IS NOT NULL AND x <> '')));
+END $$;
+
+/*
  * sam._refuse_prospect: a prospect found to be a person who may not be
  * contacted, once their provider id is known.  On the do-not-contact list:
  * failed with the reason, its queued calls cancelled (as add_do_not_contact
@@ -2630,6 +2655,11 @@ BEGIN
             'id', (SELECT w.id FROM sam.webhook_events w WHERE w.dedupe_key = key));
     END IF;
     r := sam._apply_webhook_row(e);
+    IF r->>'status' IN ('unmatched', 'ignored') AND sam._names_erased(p) THEN
+        -- a person erased on request: not stored again, not even as an event nothing applies
+        DELETE FROM sam.webhook_events w WHERE w.id = e.id;
+        r := r || jsonb_build_object('not_kept', 'names a person erased on request');
+    END IF;
     RETURN jsonb_build_object('success', true, 'duplicate', false, 'id', e.id, 'event', e.event) || r;
 END $$;
 COMMENT ON FUNCTION sam.ingest_webhook(text, text) IS 'Stores a Unipile webhook once and applies it at once (the ingest''s only call)';

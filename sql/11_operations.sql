@@ -206,6 +206,16 @@ SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoE1"}, {"public_identifier"
 -- erasing someone unknown still records them
 SELECT sam.erase_person('ACoNEVERSEEN')->'removed' AS unknown;
 SELECT sam.add_prospects(:ecid, '[{"provider_id": "ACoNEVERSEEN"}]')->'refused' AS refused;
+-- webhooks that name someone erased, arriving after the erasure, are not kept (not even as events
+-- nothing applies): a message from Erin, a relation naming her public identifier
+SELECT r->>'status' AS status, r->>'not_kept' AS not_kept
+  FROM sam.ingest_webhook('{"event": "message_received", "account_id": "acc-g", "chat_id": "chat-e", "message_id": "m-e1",
+                            "sender": {"attendee_provider_id": "ACoE1"}, "message": "Please stop"}') r;
+SELECT r->>'status' AS status, r->>'not_kept' AS not_kept
+  FROM sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoE1X",
+                            "user_public_identifier": "Erin-E"}') r;
+SELECT count(*) AS kept FROM sam.webhook_events
+ WHERE payload->>'message_id' = 'm-e1' OR payload->>'user_provider_id' = 'ACoE1X';
 -- whole values only: erasing john removes the webhook that names his profile, and keeps johnson's
 -- and a message that says "hi john" (a substring match removed every event containing the word)
 SELECT sam.ingest_webhook('{"event": "new_relation", "account_id": "acc-g", "user_provider_id": "ACoJOHNSON",
