@@ -4613,6 +4613,18 @@ BEGIN
     -- found in text as words of their own: provider ids (the one given too, when it looks like one) and chats
     tokens := tokens || chats || CASE WHEN who->>'kind' = 'any' AND v ~ '^AC[A-Za-z0-9_-]{14,}$' THEN ARRAY[v] ELSE '{}' END;
 
+    -- the account's delivery_dead alerts stay (an outage is not the person's), but without their
+    -- prospect's id, nor Unipile's detail when it names them
+    IF cardinality(ids) > 0 THEN
+        UPDATE sam.notifications n
+           SET text = CASE WHEN sam._names_person(to_jsonb(x.t), keys || chats, tokens)
+                           THEN regexp_replace(x.t, '\): .*$', '): (detail removed by an erasure)')
+                           ELSE x.t END
+          FROM (SELECT y.id, regexp_replace(y.text, ', prospect (' || array_to_string(ids, '|') || ')\)', ')', 'g') AS t
+                  FROM sam.notifications y WHERE y.event = 'delivery_dead') x
+         WHERE n.id = x.id
+           AND (x.t IS DISTINCT FROM n.text OR sam._names_person(to_jsonb(n.text), keys || chats, tokens));
+    END IF;
     -- whatever is queued or finished for them goes
     SELECT r.n_outbox, r.n_notifications, r.n_prospects INTO n_outbox, n_notifications, n_prospects
       FROM sam._remove_prospects(ids) r;

@@ -426,8 +426,12 @@ SELECT (sam.add_prospects(:dcid, '[{"provider_id": "ACoDEAD1"}]'))->>'inserted' 
 INSERT INTO sam.outbox (account_id, campaign_id, prospect_id, kind, idempotency_key, request)
 SELECT 'acc-n', :dcid, p.id, 'invite', 'dead-1', '{"method": "POST", "path": "/api/v1/users/invite"}'
   FROM sam.prospects p WHERE p.provider_id = 'ACoDEAD1';
-UPDATE sam.outbox SET state = 'dead', error = 'HTTP 500', error_type = 'http_500', finished_at = sam.now()
+UPDATE sam.outbox SET state = 'dead', error = 'HTTP 500 for ACoDEAD1', error_type = 'http_500', finished_at = sam.now()
  WHERE idempotency_key = 'dead-1';
+SELECT text ~ 'prospect [0-9]' AS names_prospect, text ~ 'ACoDEAD1' AS names_person
+  FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL;
 SELECT sam.erase_person('ACoDEAD1')->'removed'->'notifications' AS removed_notifications;
+-- it stays, without the prospect's id and without Unipile's detail that names them
 SELECT count(*) AS outage_alerts FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL;
+SELECT text FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL;
 ROLLBACK;
