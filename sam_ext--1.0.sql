@@ -768,6 +768,62 @@ BEGIN
     RETURN a;
 END $$;
 
+/*
+ * sam._drop_held cancels an account's actions (of the kinds given, of one
+ * campaign or all) that were queued, never tried, and held past their
+ * time (due before p_due_before; NULL: all of them) because the account
+ * or the campaign could not send: a pause, a disconnection, LinkedIn's
+ * invitation limit.  Left queued, they all became due together when the
+ * account could send again and went out in one burst, without the
+ * spacing, and counted against the day they were first planned for, not
+ * the day they went: a day's cap was passed.  Cancelled, they are queued
+ * again in the same rows, within the caps, spacing and working hours of
+ * the day they go: the invitations at once by the resume or reconnection
+ * (or, after LinkedIn's limit, by process_pending_prospects once it is
+ * over), the messages by process_follow_ups.  Returns how many.
+ */
+CREATE FUNCTION sam._drop_held(p_account_id text, p_campaign_id bigint, p_kinds text[],
+                               p_due_before timestamptz, p_why text)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+BEGIN
+    UPDATE sam.outbox o SET state = 'cancelled', finished_at = sam.now(), updated_at = sam.now(), error = p_why
+     WHERE o.account_id = p_account_id AND o.finished_at IS NULL AND o.state = 'queued'
+       AND o.attempts = 0 AND NOT o.needs_check AND o.kind = ANY (p_kinds)
+       AND (p_due_before IS NULL OR o.not_before <= p_due_before)
+       AND (p_campaign_id IS NULL OR o.campaign_id = p_campaign_id);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+/*
+ * sam._requeue_held: an account that may send again (resumed, reconnected)
+ * has its actions held past their time cancelled (sam._drop_held), and its
+ * running campaigns' invitations queued again at once, within the caps
+ * (the messages go at the next process_follow_ups).  Returns how many were
+ * held.
+ */
+CREATE FUNCTION sam._requeue_held(p_account_id text, p_why text) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n integer;
+    cid bigint;
+BEGIN
+    n := sam._drop_held(p_account_id, NULL, '{invite,start_chat,send_message}', sam.now(),
+                        p_why || ': queued again within the caps');
+    IF n > 0 THEN
+        FOR cid IN SELECT c.id FROM sam.campaigns c WHERE c.account_id = p_account_id AND c.status = 'running'
+                    ORDER BY c.id LOOP
+            PERFORM sam._queue_invites(cid);
+        END LOOP;
+    END IF;
+    RETURN n;
+END $$;
+
 CREATE FUNCTION sam.pause_account(account_id text, reason text DEFAULT 'paused by user') RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -786,13 +842,18 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     a sam.accounts := sam._account_or_fail(resume_account.account_id);
+    dropped integer := 0;
 BEGIN
     UPDATE sam.accounts x SET status = 'active', status_reason = NULL, status_changed_at = sam.now()
      WHERE x.account_id = a.account_id AND x.status <> 'active';
+    IF FOUND THEN
+        dropped := sam._requeue_held(a.account_id, format('held while the account was %s', a.status));
+    END IF;
     PERFORM sam._wake_worker();
-    RETURN jsonb_build_object('success', true, 'account_id', a.account_id, 'status', 'active');
+    RETURN jsonb_build_object('success', true, 'account_id', a.account_id, 'status', 'active',
+                              'held_to_queue_again', dropped);
 END $$;
-COMMENT ON FUNCTION sam.resume_account(text) IS 'Resumes a paused or reconnected account; its held calls go out';
+COMMENT ON FUNCTION sam.resume_account(text) IS 'Resumes a paused or reconnected account; its calls held past their time are queued again by the jobs, within the caps and spacing';
 
 CREATE FUNCTION sam.delete_account(account_id text) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -1607,6 +1668,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c sam.campaigns := sam._campaign_or_fail(resume_campaign.campaign_id);
+    dropped integer;
 BEGIN
     IF c.status <> 'paused' THEN
         RAISE EXCEPTION 'campaign % is %, not paused', c.id, c.status
@@ -1617,9 +1679,12 @@ BEGIN
         UPDATE sam.campaigns SET status = 'scheduled', paused_at = NULL WHERE id = c.id;
         RETURN jsonb_build_object('success', true, 'campaign_id', c.id, 'status', 'scheduled', 'start_at', c.start_at);
     END IF;
-    RETURN sam.start_campaign(c.id);
+    -- its actions held past their time are queued again (the invitations just below, by start_campaign)
+    dropped := sam._drop_held(c.account_id, c.id, '{invite,start_chat,send_message}', sam.now(),
+                              'held while the campaign was paused: queued again within the caps');
+    RETURN sam.start_campaign(c.id) || jsonb_build_object('held_to_queue_again', dropped);
 END $$;
-COMMENT ON FUNCTION sam.resume_campaign(bigint) IS 'Resumes a paused campaign where it stopped: running, or scheduled again when paused before its start';
+COMMENT ON FUNCTION sam.resume_campaign(bigint) IS 'Resumes a paused campaign where it stopped: running, or scheduled again when paused before its start; its actions held past their time are queued again within the caps and spacing';
 
 ------------------------------------------------------------------------
 -- The worker's side: claim, record results, recover
@@ -2318,6 +2383,12 @@ BEGIN
                                                                     sam.now() + limit_pause)
              WHERE account_id = o.account_id
             RETURNING * INTO a;
+            -- the account's other invitations queued (this one is in flight still): process_pending_prospects
+            -- queues them again after the pause, spaced (held, they would all go at its end, and meet the
+            -- limit again)
+            PERFORM sam._drop_held(o.account_id, NULL, '{invite}', NULL,
+                                   format('invitations of the account paused until %s (%s): queued again after it',
+                                          a.invites_paused_until, etype));
             PERFORM sam._hold(o, etype, format('%s; invitations of the account paused until %s', detail,
                                                a.invites_paused_until), a.invites_paused_until);
             RETURN;
@@ -2563,6 +2634,7 @@ BEGIN
              WHERE account_id = e.account_id AND status = 'disconnected';
             GET DIAGNOSTICS n = ROW_COUNT;
             IF n > 0 THEN
+                PERFORM sam._requeue_held(e.account_id, 'held while the account was disconnected');
                 PERFORM sam._wake_worker();
             END IF;
             RETURN jsonb_build_object('status', 'processed', 'transition', CASE WHEN n > 0 THEN 'active' ELSE 'none' END);

@@ -50,12 +50,15 @@ SELECT sam.pause_account('acc-q')->>'status';
 SELECT sam.set_clock('2026-03-10 10:00:00+00', frozen => true)->>'now' AS now;
 SELECT sam.send_connection_requests(:cid) - 'campaign_id' AS paused;
 SELECT count(*) AS claimable FROM sam._claim(100);
-SELECT sam.resume_account('acc-q')->>'status';
+-- resumed: the invitations held past their time are cancelled, to be queued again within the caps of
+-- the day they go (left queued, they all went out at once, past the day's cap)
+SELECT r->>'status' AS status, r->'held_to_queue_again' AS held FROM sam.resume_account('acc-q') r;
 
--- a paused campaign keeps its rows queued and they are not claimed
+-- a paused campaign keeps its rows queued and they are not claimed; resumed, it queues its
+-- invitations again within the caps (after those already queued for the coming days)
 SELECT sam.pause_campaign(:cid)->>'status';
 SELECT count(*) AS claimable_while_paused FROM sam._claim(100);
-SELECT sam.resume_campaign(:cid) ->> 'status';
+SELECT r ->> 'status' AS status, r->'queued' AS queued, r->>'reason' AS reason FROM sam.resume_campaign(:cid) r;
 SELECT count(*) > 0 AS claimable_after_resume FROM sam._claim(100);
 SELECT state, count(*) FROM sam.outbox WHERE account_id = 'acc-q' GROUP BY 1 ORDER BY 1;
 

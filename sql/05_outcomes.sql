@@ -244,3 +244,28 @@ SELECT sam._on_relations_page(o, jsonb_build_object('object', 'UserRelationsList
 SELECT status, connected_via FROM sam.prospects WHERE provider_id = 'ACoLATE1';
 SELECT outcome FROM sam.outbox WHERE idempotency_key = 'late-page';
 ROLLBACK;
+-- LinkedIn's invitation limit: the account's other invitations queued are cancelled, and queued
+-- again once the pause is over, spaced (held, they would all go at its end, and meet the limit
+-- again) (rolled back)
+BEGIN;
+SELECT sam.create_account('acc-lim', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '0', spacing_max => '0')->>'success' AS account;
+SELECT (sam.create_campaign('acc-lim', 'Limit'))->>'campaign_id' AS limcid \gset
+SELECT (sam.add_prospects(:limcid, '[{"provider_id": "ACoLIM1"}, {"provider_id": "ACoLIM2"}, {"provider_id": "ACoLIM3"}]'))->>'inserted';
+SELECT (sam.start_campaign(:limcid))->'queued' AS queued;
+-- (the first of them claimed as the worker would: other accounts' rows are due too)
+CREATE TEMP TABLE lim_claim AS
+WITH c AS (UPDATE sam.outbox SET state = 'in_flight', claimed_at = sam.now(), claimed_by = 0, attempts = attempts + 1
+            WHERE id = (SELECT min(id) FROM sam.outbox WHERE account_id = 'acc-lim') RETURNING id)
+SELECT id FROM c;
+SELECT sam._complete(array_agg(id), ARRAY[422],
+                     ARRAY['{"status": 422, "type": "errors/limit_exceeded", "title": "Limit exceeded", "detail": "Weekly limit."}'],
+                     ARRAY[NULL::text], ARRAY[1.0::float8]) AS recorded FROM lim_claim;
+SELECT p.provider_id, o.state, o.error LIKE 'invitations of the account paused until%' AS held_by_limit
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-lim' ORDER BY 1;
+SELECT (sam.send_connection_requests(:limcid))->>'reason' AS while_paused;
+SELECT sam.advance_clock('7 hours')->>'now' IS NOT NULL AS after_the_pause;
+SELECT (sam.send_connection_requests(:limcid))->'queued' AS queued_again;
+SELECT p.provider_id, o.state, o.error LIKE 'queued again%' AS again
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-lim' ORDER BY 1;
+ROLLBACK;

@@ -64,6 +64,8 @@ SELECT sam._job_process_follow_ups_start(:run_id2) AS answer2 \gset
 SELECT p.provider_id, r - 'prospect_id' AS entry
   FROM jsonb_array_elements(:'answer2'::jsonb->'results') WITH ORDINALITY AS e(r, n)
   JOIN sam.prospects p ON p.id = (r->>'prospect_id')::bigint ORDER BY e.n;
+-- (those on their way are looked at again an hour after their message is to go)
+SELECT provider_id, follow_up_due_at FROM sam.prospects WHERE provider_id IN ('ACoG4', 'ACoG2') ORDER BY 1;
 SELECT jsonb_pretty(f - 'results') AS finish, jsonb_array_length(f->'results') AS results_listed
   FROM sam._job_process_follow_ups_finish(:run_id2, :'answer2'::jsonb) f;
 ROLLBACK;
@@ -135,8 +137,8 @@ SELECT r->'processed' AS processed, r->'queued' AS queued,
   FROM sam._job_process_follow_ups_start(:run_id) r;
 SELECT p.provider_id, o.kind FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
  WHERE o.account_id IN ('acc-hl', 'acc-late', 'acc-ok') ORDER BY o.id;
--- a paused account's due prospects are not taken; resumed, they are, and a step already queued
--- (ACoOK's) is looked at again an hour after its message is to go
+-- a paused account's due prospects are not taken; resumed, they are, and a step queued before the
+-- pause and held past its time (ACoOK's) is queued again, in its row, within the day's cap
 INSERT INTO sam.prospects (campaign_id, account_id, provider_id, status, connected_at, follow_up_due_at)
 VALUES (:ok, 'acc-ok', 'ACoOK2', 'connected', sam.now() - interval '2 days', sam.now() - interval '1 minute');
 SELECT sam.pause_account('acc-ok')->>'status' AS status;
@@ -167,4 +169,36 @@ SELECT status, follow_up_due_at FROM sam.prospects WHERE campaign_id = :rid;
 SELECT sam.advance_clock('2 hours')->>'now' AS now;
 SELECT r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
 SELECT o.kind, o.context->>'text' AS text FROM sam.outbox o WHERE o.campaign_id = :rid;
+ROLLBACK;
+-- Messages held by a pause are not sent in one burst at the resume, nor past the cap of the day
+-- they go: campaign HA's three messages queued on day 1 are held by its pause; on day 2 campaign
+-- HB (same account, cap 3) queues three; resumed, HA's held messages are cancelled (never tried):
+-- the day's cap is reached, so they are queued again, in their rows, the next day.
+BEGIN;
+SELECT sam.create_account('acc-hold', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          daily_message_cap => 3, spacing_min => '10 minutes', spacing_max => '10 minutes')->>'success';
+SELECT (sam.create_campaign('acc-hold', 'HA', NULL, '[{"delay": "1 hour", "template": "Hello from A"}]'))->>'campaign_id' AS ha \gset
+SELECT (sam.create_campaign('acc-hold', 'HB', NULL, '[{"delay": "1 hour", "template": "Hello from B"}]'))->>'campaign_id' AS hb \gset
+SELECT (sam.add_prospects(:ha, '[{"provider_id": "ACoHA1"}, {"provider_id": "ACoHA2"}, {"provider_id": "ACoHA3"}]'))->>'inserted';
+SELECT (sam.add_prospects(:hb, '[{"provider_id": "ACoHB1"}, {"provider_id": "ACoHB2"}, {"provider_id": "ACoHB3"}]'))->>'inserted';
+UPDATE sam.campaigns SET status = 'running', started_at = sam.now() WHERE id = :ha;
+UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interval '2 days',
+                         follow_up_due_at = sam.now() - interval '1 minute'
+ WHERE account_id = 'acc-hold';
+INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
+SELECT r->'queued' AS day1_queued FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT sam.pause_campaign(:ha)->>'status' AS ha;
+SELECT sam.advance_clock('1 day')->>'now' AS day2;
+UPDATE sam.campaigns SET status = 'running', started_at = sam.now() WHERE id = :hb;
+SELECT r->'queued' AS day2_queued_hb FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT r->'held_to_queue_again' AS held_to_queue_again, r->>'status' AS status FROM sam.resume_campaign(:ha) r;
+SELECT count(*) AS claimable_at_once FROM sam._claim(100) c
+  JOIN sam.outbox o ON o.id = c.id WHERE o.campaign_id = :ha;
+SELECT sam.advance_clock('2 hours')->>'now' AS later;
+SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT sam.advance_clock('1 day')->>'now' AS day3;
+SELECT r->'processed' AS processed, r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT c.name, o.state, date_trunc('day', o.not_before) AS day, count(*), count(*) FILTER (WHERE o.error LIKE 'queued again%') AS again
+  FROM sam.outbox o JOIN sam.campaigns c ON c.id = o.campaign_id
+ WHERE o.account_id = 'acc-hold' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
 ROLLBACK;
