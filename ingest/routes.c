@@ -604,12 +604,15 @@ dispatch(struct MHD_Connection *conn, Request *req)
  * gets the answer it would have got alone: sam.ingest_webhook is
  * idempotent.  A batch cancelled by the shutdown is answered 503.
  *
- * Once one of those calls is answered 503 because the database is busy
- * (a lock it could not get, a statement timeout), the deliveries after it
- * are answered 503 at once, without a call: they would most likely wait
- * as long for the same lock, and the worker would be held for the sum of
- * their timeouts (up to 2 * --batch of them) while the queue grows.
- * Unipile delivers them again later.
+ * Once two deliveries in a row are answered 503 because the database is
+ * busy (a lock not available, a statement timeout), the deliveries after
+ * them are answered 503 at once, without a call: they would most likely
+ * wait as long for the same lock (a table's), and the worker would be held
+ * for the sum of their timeouts (up to 2 * --batch of them) while the queue
+ * grows.  Unipile delivers them again later.  One delivery that meets a
+ * lock of its own (a prospect's row held by a session left idle in its
+ * transaction) does not stop the others, wherever it is in the batch: the
+ * next one is made, and a success resets the count.
  */
 static void
 handle_webhook_batch(PoolJob **jobs, unsigned n)
@@ -621,7 +624,8 @@ handle_webhook_batch(PoolJob **jobs, unsigned n)
 	char		sqlstate[6];
 	unsigned	i;
 	bool		ok;
-	bool		busy = false;
+	bool		busy;
+	int			strikes;
 
 	for (i = 0; i < n; i++)
 	{
@@ -634,6 +638,7 @@ handle_webhook_batch(PoolJob **jobs, unsigned n)
 	}
 	ok = db_call_batch(WEBHOOK_SQL, n, 2, values, lengths, formats, outs, sqlstate);
 	metrics_webhook_batch(n, ok);
+	strikes = 0;
 	for (i = 0; i < n; i++)
 	{
 		Request    *req = (Request *) jobs[i];
@@ -650,14 +655,17 @@ handle_webhook_batch(PoolJob **jobs, unsigned n)
 			respond_json(jobs[i]->conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
 						 "{\"error\":\"database unavailable\"}");
 		}
-		else if (busy)
+		else if (strikes >= 2)
 		{
 			metrics_webhook_reject(WR_DB_UNAVAILABLE);
 			respond_json(jobs[i]->conn, req, MHD_HTTP_SERVICE_UNAVAILABLE,
 						 BUSY_ANSWER);
 		}
 		else
+		{
 			handle_webhook(jobs[i]->conn, req, &busy);
+			strikes = busy ? strikes + 1 : 0;
+		}
 	}
 }
 
