@@ -3079,7 +3079,8 @@ BEGIN
     IF jr.status = 'succeeded' THEN
         RETURN jr.result;
     ELSIF jr.status = 'running' THEN
-        RETURN jsonb_build_object('success', false, 'error', 'the run is still going on', 'run_id', rid);
+        RETURN jsonb_build_object('success', false, 'still_running', true, 'error', 'the run is still going on',
+                                  'run_id', rid);
     END IF;
     RETURN jsonb_build_object('success', false, 'error', jr.error, 'run_id', rid);
 END $$;

@@ -41,12 +41,14 @@
 #define BUSY_ANSWER		"{\"error\":\"database busy, try again\"}"
 
 /*
- * A job's answer, prefixed with F when it says "success": false (the job
- * failed, or the worker is not running), T otherwise: see handle_cron.
+ * A job's answer, prefixed with P when its run goes on past the wait
+ * ("still_running": true), F when it says "success": false otherwise (the
+ * job failed, or the worker is not running), T otherwise: see handle_cron.
  */
 #define CRON(path, fn) \
 	{path, RK_CRON, NULL, "sam." fn "()", \
-	"SELECT CASE WHEN r->>'success' = 'false' THEN 'F' ELSE 'T' END || r::text FROM sam." fn "() r"}
+	"SELECT CASE WHEN r->>'still_running' = 'true' THEN 'P' WHEN r->>'success' = 'false' THEN 'F' " \
+	"ELSE 'T' END || r::text FROM sam." fn "() r"}
 
 const Route routes[] = {
 	{"/api/webhooks/unipile", RK_WEBHOOK, "unipile", NULL, NULL},
@@ -512,7 +514,9 @@ handle_webhook(struct MHD_Connection *conn, Request *req, bool *busy)
  * not assumed idempotent: a call is never repeated here.  A job that
  * answers "success": false (it failed, or the worker is not running) is
  * answered 500 with that answer: a scheduler's history shows failures by
- * the HTTP status, and a 200 would show it green.
+ * the HTTP status, and a 200 would show it green.  One whose run goes on
+ * past the wait for Unipile's answers is answered 202 (accepted, not a
+ * failure: a scheduler that retries a 5xx would start the job again).
  */
 static enum MHD_Result
 handle_cron(struct MHD_Connection *conn, Request *req)
@@ -528,13 +532,16 @@ handle_cron(struct MHD_Connection *conn, Request *req)
 	switch (r.outcome)
 	{
 		case DB_OK:
-			/* (the T or F prefix the route's SQL adds is not sent) */
+			/* (the T, F or P prefix the route's SQL adds is not sent) */
 			if (r.value_len > 0 && r.value[0] == 'F')
 			{
 				ingest_log("%s answered \"success\": false", route->function);
 				ret = respond(conn, req, MHD_HTTP_INTERNAL_SERVER_ERROR, JSON_TYPE,
 							  r.value + 1, r.value_len - 1, NULL);
 			}
+			else if (r.value_len > 0 && r.value[0] == 'P')
+				ret = respond(conn, req, MHD_HTTP_ACCEPTED, JSON_TYPE,
+							  r.value + 1, r.value_len - 1, NULL);
 			else
 				ret = respond(conn, req, MHD_HTTP_OK, JSON_TYPE,
 							  r.value + (r.value_len > 0), r.value_len - (r.value_len > 0),

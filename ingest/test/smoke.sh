@@ -305,6 +305,15 @@ GRANT EXECUTE ON FUNCTION sam.process_outbox() TO sam_ingest;
 SQL
 req "500 for success: false" 500 '^\{"error": "the sam_ext worker is not running", "success": false\}$' \
 	-X POST "$BASE/api/cron/process-outbox" -H "x-cron-secret: $CSECRET"
+# a run that goes on past the wait is not a failure: 202 (a scheduler retrying a 5xx would start it again)
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE FUNCTION sam.check_pending_notifications() RETURNS jsonb LANGUAGE sql AS
+$$SELECT '{"success": false, "still_running": true, "error": "the run is still going on", "run_id": 7}'::jsonb$$;
+GRANT EXECUTE ON FUNCTION sam.check_pending_notifications() TO sam_ingest;
+SQL
+req "202 for a run still going on" 202 '^\{"error": "the run is still going on", "run_id": 7, "success": false, "still_running": true\}$' \
+	-X POST "$BASE/api/cron/check-pending-notifications" -H "x-cron-secret: $CSECRET"
+psql_value "DROP FUNCTION sam.check_pending_notifications()" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 CREATE FUNCTION sam.gdpr_cleanup() RETURNS jsonb LANGUAGE plpgsql AS
 $$BEGIN RAISE EXCEPTION 'cleanup "exploded"'; END$$;
