@@ -248,18 +248,20 @@ db_connection(bool check, bool *fresh)
 		 * Our defaults come before "dbname", which libpq expands as the
 		 * user's conninfo or URI; later values win, so the user's settings
 		 * override these.  TCP keepalives after 30 s of silence, every
-		 * 10 s, 3 of them: a server that vanished without closing the
-		 * connection (a host down, a network cut) frees the thread waiting
-		 * for its answer within about a minute, not the system's two hours.
-		 * (They do not apply to Unix sockets.)
+		 * 10 s, 3 of them, and 60 s at most for data sent to be
+		 * acknowledged (tcp_user_timeout): a server that vanished without
+		 * closing the connection (a host down, a network cut) frees the
+		 * thread waiting for its answer, or sending to it, within about a
+		 * minute, not the system's two hours or fifteen minutes.  (They do
+		 * not apply to Unix sockets.)
 		 */
 		const char *const keywords[] = {
 			"fallback_application_name", "connect_timeout", "client_encoding",
 			"keepalives_idle", "keepalives_interval", "keepalives_count",
-			"dbname", NULL
+			"tcp_user_timeout", "dbname", NULL
 		};
 		const char *const values[] = {
-			"sam_ingest", "5", "UTF8", "30", "10", "3", db_conninfo, NULL
+			"sam_ingest", "5", "UTF8", "30", "10", "3", "60000", db_conninfo, NULL
 		};
 
 		self->conn = PQconnectdbParams(keywords, values, 1);
