@@ -790,6 +790,10 @@ AS $$
 DECLARE
     n integer;
 BEGIN
+    -- (the callers go on to lock prospects' rows, or write them: the table's lock first, so that an
+    -- erasure under way, which holds it EXCLUSIVE and goes on to remove calls, is waited for before
+    -- any of its calls is locked here)
+    LOCK TABLE sam.prospects IN ROW SHARE MODE;
     UPDATE sam.outbox o SET state = 'cancelled', finished_at = sam.now(), updated_at = sam.now(), error = p_why
      WHERE o.account_id = p_account_id AND o.finished_at IS NULL AND o.state = 'queued'
        AND o.attempts = 0 AND NOT o.needs_check AND o.kind = ANY (p_kinds)
@@ -4687,16 +4691,33 @@ BEGIN
     tokens := tokens || chats || CASE WHEN who->>'kind' = 'any' AND v ~ '^AC[A-Za-z0-9_-]{14,}$' THEN ARRAY[v] ELSE '{}' END;
 
     -- the account's delivery_dead alerts stay (an outage is not the person's), but without their
-    -- prospect's id, nor Unipile's detail when it names them
+    -- prospect's id, nor Unipile's detail when it names them; so do the hook's POSTs of them not in
+    -- flight.  (SKIP LOCKED: a worker recording a death holds its account's alert, and waits for
+    -- this erasure to write the prospect; it rewrites the whole text anyway, with its own call's.)
     IF cardinality(ids) > 0 THEN
-        UPDATE sam.notifications n
-           SET text = CASE WHEN sam._names_person(to_jsonb(x.t), keys || chats, tokens)
-                           THEN regexp_replace(x.t, '\): .*$', '): (detail removed by an erasure)')
-                           ELSE x.t END
-          FROM (SELECT y.id, regexp_replace(y.text, ', prospect (' || array_to_string(ids, '|') || ')\)', ')', 'g') AS t
-                  FROM sam.notifications y WHERE y.event = 'delivery_dead') x
-         WHERE n.id = x.id
-           AND (x.t IS DISTINCT FROM n.text OR sam._names_person(to_jsonb(n.text), keys || chats, tokens));
+        WITH cand AS (
+            SELECT y.id, y.text,
+                   regexp_replace(y.text, ', prospect (' || array_to_string(ids, '|') || ')\)', ')', 'g') AS t
+              FROM sam.notifications y
+             WHERE y.event = 'delivery_dead'
+               AND y.account_id IN (SELECT p.account_id FROM sam.prospects p WHERE p.id = ANY (ids))
+               FOR UPDATE SKIP LOCKED
+        ), fixed AS (
+            SELECT c.id, c.text AS old_t,
+                   CASE WHEN sam._names_person(to_jsonb(c.t), keys || chats, tokens)
+                        THEN regexp_replace(c.t, '\): .*$', '): (detail removed by an erasure)')
+                        ELSE c.t END AS t
+              FROM cand c
+        ), upd AS (
+            UPDATE sam.notifications n SET text = f.t
+              FROM fixed f
+             WHERE n.id = f.id AND f.t IS DISTINCT FROM f.old_t
+            RETURNING n.id, n.account_id, n.text
+        )
+        UPDATE sam.outbox o SET request = jsonb_set(o.request, '{json,text}', to_jsonb(u.text))
+          FROM upd u
+         WHERE o.account_id = u.account_id AND o.idempotency_key = 'notify:' || u.id
+           AND o.state <> 'in_flight' AND o.request ? 'json';
     END IF;
     -- whatever is queued or finished for them goes
     SELECT r.n_outbox, r.n_notifications, r.n_prospects INTO n_outbox, n_notifications, n_prospects

@@ -428,10 +428,17 @@ SELECT 'acc-n', :dcid, p.id, 'invite', 'dead-1', '{"method": "POST", "path": "/a
   FROM sam.prospects p WHERE p.provider_id = 'ACoDEAD1';
 UPDATE sam.outbox SET state = 'dead', error = 'HTTP 500 for ACoDEAD1', error_type = 'http_500', finished_at = sam.now()
  WHERE idempotency_key = 'dead-1';
-SELECT text ~ 'prospect [0-9]' AS names_prospect, text ~ 'ACoDEAD1' AS names_person
-  FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL;
+SELECT id AS dead_nid, text ~ 'prospect [0-9]' AS names_prospect, text ~ 'ACoDEAD1' AS names_person
+  FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL \gset
+SELECT :'names_prospect' AS names_prospect, :'names_person' AS names_person;
+-- announced, its POST to the hook is queued with the text
+SELECT sam.set_notification_url('https://hooks.example.com/dead', account_id => 'acc-n')->>'success' AS hook;
+SELECT (sam.check_pending_notifications())->'notified' IS NOT NULL AS announced;
+SELECT request->'json'->>'text' ~ 'ACoDEAD1' AS post_names_person FROM sam.outbox WHERE idempotency_key = 'notify:' || :dead_nid;
 SELECT sam.erase_person('ACoDEAD1')->'removed'->'notifications' AS removed_notifications;
--- it stays, without the prospect's id and without Unipile's detail that names them
-SELECT count(*) AS outage_alerts FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL;
-SELECT text FROM sam.notifications WHERE event = 'delivery_dead' AND notified_at IS NULL;
+-- it stays, without the prospect's id and without Unipile's detail that names them, in the
+-- notification and in the POST still to go
+SELECT count(*) AS outage_alerts FROM sam.notifications WHERE id = :dead_nid;
+SELECT text FROM sam.notifications WHERE id = :dead_nid;
+SELECT request->'json'->>'text' AS post_text FROM sam.outbox WHERE idempotency_key = 'notify:' || :dead_nid;
 ROLLBACK;
