@@ -3691,6 +3691,16 @@ BEGIN
                                       FROM (SELECT * FROM listed ORDER BY follow_up_due_at, id LIMIT 100) l), '[]'))
       INTO answer;
 
+    -- the campaigns to complete are locked first, then looked at again in a statement of its own
+    -- (a new snapshot): a prospect that left a final state meanwhile (its trigger locks the campaign)
+    -- has committed by then, and is seen
+    PERFORM 1 FROM sam.campaigns c
+     WHERE c.status = 'running'
+       AND EXISTS (SELECT 1 FROM sam.prospects x WHERE x.campaign_id = c.id)
+       AND NOT EXISTS (SELECT 1 FROM sam.prospects x WHERE x.campaign_id = c.id
+                          AND x.status IN ('pending', 'connection_request_sent', 'connected'))
+     ORDER BY c.id
+       FOR NO KEY UPDATE OF c;
     UPDATE sam.campaigns c SET status = 'completed', completed_at = now_t
      WHERE c.status = 'running'
        AND EXISTS (SELECT 1 FROM sam.prospects x WHERE x.campaign_id = c.id)
@@ -4104,6 +4114,10 @@ CREATE FUNCTION sam._prospect_reopened_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- (the row locked first, whatever its state: a completion under way is waited for and then seen,
+    -- and one that comes after waits for this transaction and sees the prospect; see
+    -- _job_process_follow_ups_start)
+    PERFORM 1 FROM sam.campaigns c WHERE c.id = NEW.campaign_id FOR NO KEY UPDATE;
     UPDATE sam.campaigns c SET status = 'running', completed_at = NULL
      WHERE c.id = NEW.campaign_id AND c.status = 'completed';
     IF FOUND THEN
@@ -4147,7 +4161,9 @@ DECLARE
 BEGIN
     SELECT count(*) AS prospects, count(p.connected_at) AS connected, count(p.replied_at) AS replied
       INTO f FROM sam.prospects p WHERE p.campaign_id = NEW.id;
-    PERFORM sam._notify('campaign_completed', 'campaign_completed:' || NEW.id,
+    -- (one per completion: a campaign runs again when a prospect leaves a final state, and may
+    -- complete again)
+    PERFORM sam._notify('campaign_completed', 'campaign_completed:' || NEW.id || ':' || extract(epoch FROM NEW.completed_at),
         format('Campaign "%s" is completed: %s prospects, %s connected, %s replied',
                NEW.name, f.prospects, f.connected, f.replied),
         NEW.account_id, NEW.id, NULL,

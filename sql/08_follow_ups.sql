@@ -169,6 +169,11 @@ SELECT status, follow_up_due_at FROM sam.prospects WHERE campaign_id = :rid;
 SELECT sam.advance_clock('2 hours')->>'now' AS now;
 SELECT r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
 SELECT o.kind, o.context->>'text' AS text FROM sam.outbox o WHERE o.campaign_id = :rid;
+-- its sequence ends: the campaign completes again, and says so again
+UPDATE sam.prospects SET status = 'completed', completed_at = sam.now(), follow_up_due_at = NULL WHERE campaign_id = :rid;
+SELECT r->'processed' AS processed FROM sam._job_process_follow_ups_start(:run_id) r;
+SELECT status FROM sam.campaigns WHERE id = :rid;
+SELECT count(*) AS completion_notices FROM sam.notifications WHERE event = 'campaign_completed' AND campaign_id = :rid;
 ROLLBACK;
 -- Messages held by a pause are not sent in one burst at the resume, nor past the cap of the day
 -- they go: campaign HA's three messages queued on day 1 are held by its pause; on day 2 campaign
