@@ -2659,7 +2659,9 @@ BEGIN
     -- the funnel and the app want it; so does one whose sequence failed, after a message given up
     -- on that may well have gone out, and one whose invitation was withdrawn or taken for no
     -- longer pending, see check_relations: the salesperson must hear of every reply)
-    IF pr.status = 'replied' THEN
+    IF pr.status = 'replied'
+       -- (but one stopped by the do-not-contact list stays so: nothing is to follow from it)
+       OR (pr.status = 'failed' AND pr.last_error LIKE 'do not contact%') THEN
         UPDATE sam.prospects SET chat_id = coalesce(chat_id, p_chat_id) WHERE id = pr.id;
         RETURN jsonb_build_object('status', 'processed', 'prospect_id', pr.id, 'transition', 'none',
                                   'reason', format('prospect is already %s', pr.status));

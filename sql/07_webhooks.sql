@@ -120,3 +120,10 @@ SELECT sam.ingest_webhook('{"event": "message_received", "account_id": "acc-w", 
 SELECT status, replied_at IS NOT NULL AS replied_at_set, chat_id FROM sam.prospects WHERE provider_id = 'ACoW2';
 SELECT count(*) AS notified FROM sam.notifications n JOIN sam.prospects p ON p.id = n.prospect_id
  WHERE p.provider_id = 'ACoW2' AND n.event = 'prospect_replied';
+-- but one stopped by the do-not-contact list stays so (nothing is to follow from a reply)
+UPDATE sam.prospects SET status = 'failed', failed_at = sam.now(), last_error = 'do not contact (entry 1)'
+ WHERE provider_id = 'ACoW1';
+SELECT r->>'transition' AS transition, r->>'reason' AS reason
+  FROM sam.ingest_webhook('{"event": "message_received", "account_id": "acc-w", "chat_id": "chat-7", "message_id": "m-7",
+  "message": "Why?", "sender": {"attendee_provider_id": "ACoW1"}}') r;
+SELECT status FROM sam.prospects WHERE provider_id = 'ACoW1';
