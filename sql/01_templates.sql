@@ -19,6 +19,10 @@ SELECT sam.render_template('no variables', NULL);
 -- a NULL template and variables that are not an object are errors (a NULL template crashed the server)
 SELECT sam.render_template(NULL, '{}');
 SELECT sam.render_template(NULL, NULL);
+-- a template repeating a long value cannot build more than 16 MB (a few MB of input built a gigabyte)
+SELECT sam.render_template(repeat('{a}', 20000), jsonb_build_object('a', repeat('x', 1000)));
+SELECT length(sam.render_template(repeat('{a}', 16000), jsonb_build_object('a', repeat('x', 1000)))) AS under_the_limit;
+SELECT (sam._try_render(repeat('{a}', 20000), jsonb_build_object('a', repeat('x', 1000))))[2] AS quiet;
 SELECT sam.render_template('Hi {x|there}', '[1]');
 SELECT sam.render_template('Hi {x|there}', '"x"');
 -- errors name the problem and its position

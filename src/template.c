@@ -196,17 +196,45 @@ lookup_field(void *arg, const char *name, size_t *len)
 	return lookup_value(fv->variables, name, len);
 }
 
-/* append_output is the append callback of tc_render: into a StringInfo */
+/*
+ * The longest rendered text (16 MB): far above any LinkedIn message or note, far
+ * below what a template repeating a long value could otherwise build (a
+ * million placeholders of a kilobyte each: a gigabyte of memory for one
+ * call).
+ */
+#define RENDER_MAX_BYTES (16 * 1024 * 1024)
+
+/* the append callback's state: the output, and whether it went past the limit */
+typedef struct RenderOut
+{
+	StringInfo	buf;
+	bool		overflow;
+} RenderOut;
+
+/*
+ * append_output is the append callback of tc_render: into a StringInfo, up
+ * to RENDER_MAX_BYTES; past them it appends nothing more and says so.
+ */
 static void
 append_output(void *arg, const char *data, size_t len)
 {
-	appendBinaryStringInfo((StringInfo) arg, data, len);
+	RenderOut  *out = (RenderOut *) arg;
+
+	if (out->overflow)
+		return;
+	if (len > RENDER_MAX_BYTES - (size_t) out->buf->len)
+	{
+		out->overflow = true;
+		return;
+	}
+	appendBinaryStringInfo(out->buf, data, len);
 }
 
 /*
  * render renders a template with vars into *out.  A syntax error is raised,
  * or, when quiet, answered as its message, like a variable with no value
- * and no fallback (whose name is then in *missing); NULL when it rendered.
+ * and no fallback (whose name is then in *missing) and a text longer than
+ * RENDER_MAX_BYTES; NULL when it rendered.
  */
 static char *
 render_with(text *tmpl, const char *(*lookup) (void *, const char *, size_t *),
@@ -217,6 +245,7 @@ render_with(text *tmpl, const char *(*lookup) (void *, const char *, size_t *),
 	size_t		nparts;
 	size_t		stopped;
 	char	   *error = NULL;
+	RenderOut	state;
 
 	*missing = NULL;
 	parts = parse_template(src, VARSIZE_ANY_EXHDR(tmpl), &nparts,
@@ -224,13 +253,24 @@ render_with(text *tmpl, const char *(*lookup) (void *, const char *, size_t *),
 	if (parts == NULL)
 		return error;
 	initStringInfo(out);
+	state.buf = out;
+	state.overflow = false;
 	stopped = tc_render(src, parts, nparts, lookup, lookup_arg,
-						append_output, out);
+						append_output, &state);
 	if (stopped < nparts)
 	{
 		*missing = pstrdup(parts[stopped].name);
 		error = psprintf("template variable \"%s\" has no value and no fallback",
 						 *missing);
+	}
+	else if (state.overflow)
+	{
+		if (!quiet)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("invalid template: the rendered text would be longer than %d bytes",
+							RENDER_MAX_BYTES)));
+		error = psprintf("the rendered text would be longer than %d bytes", RENDER_MAX_BYTES);
 	}
 	pfree(parts);
 	return error;
