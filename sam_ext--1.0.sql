@@ -148,8 +148,11 @@ CREATE FUNCTION sam.set_clock(t timestamptz, frozen boolean DEFAULT false) RETUR
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF t IS NULL OR frozen IS NULL THEN
-        RAISE EXCEPTION 'invalid t: must not be null' USING ERRCODE = 'invalid_parameter_value';
+    IF t IS NULL OR NOT isfinite(t) OR t NOT BETWEEN '2000-01-01 00:00+00' AND '2200-01-01 00:00+00' THEN
+        RAISE EXCEPTION 'invalid t: must be a time between 2000 and 2200' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF frozen IS NULL THEN
+        RAISE EXCEPTION 'invalid frozen: must not be null' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE sam.clock SET offset_by = t - pg_catalog.now(),
                          frozen_at = CASE WHEN frozen THEN t END;
@@ -166,6 +169,11 @@ BEGIN
         RAISE EXCEPTION 'invalid by_interval: must be a positive interval'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'The clock only moves forward; use sam.reset_clock() to go back to real time.';
+    END IF;
+    IF by_interval > interval '100 years' OR sam._mixed_signs(by_interval)
+       OR sam.now() + by_interval > '2200-01-01 00:00+00' THEN
+        RAISE EXCEPTION 'invalid by_interval: must take the clock no further than 2200, in parts of one sign'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE sam.clock SET offset_by = offset_by + by_interval, frozen_at = frozen_at + by_interval;
     PERFORM sam._wake_worker();
@@ -186,6 +194,21 @@ COMMENT ON FUNCTION sam.reset_clock() IS 'Puts the engine''s clock back on real 
 ------------------------------------------------------------------------
 -- Validation helpers
 ------------------------------------------------------------------------
+
+/*
+ * sam._mixed_signs: an interval whose months, days and time do not all have
+ * the same sign ('1 mon -22 days').  Its length depends on the date it is
+ * added to (28 to 31 days a month, 23 to 25 hours a day across DST), so a
+ * bound checked on it (at least 8 days, at least 0) does not hold on every
+ * date: such intervals are refused.
+ */
+CREATE FUNCTION sam._mixed_signs(x interval) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (m > 0 OR d > 0 OR t > 0) AND (m < 0 OR d < 0 OR t < 0)
+      FROM (SELECT extract(year FROM x) * 12 + extract(month FROM x) AS m, extract(day FROM x) AS d,
+                   extract(hour FROM x) * 3600 + extract(minute FROM x) * 60 + extract(second FROM x) AS t) v
+$$;
 
 CREATE FUNCTION sam._invalid(field text, message text, hint text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
@@ -698,8 +721,11 @@ BEGIN
     IF account_id IS NULL OR account_id !~ '^[A-Za-z0-9_.:=-]{1,200}$' THEN
         PERFORM sam._invalid('account_id', 'must be the Unipile account id (1 to 200 letters, digits or _.:=-)');
     END IF;
+    IF char_length(name) > 200 THEN
+        PERFORM sam._invalid('name', 'longer than 200 characters');
+    END IF;
     IF NOT sam._is_valid_time_zone(time_zone) THEN
-        PERFORM sam._invalid('time_zone', format('"%s" is not an IANA time zone name', time_zone),
+        PERFORM sam._invalid('time_zone', format('"%s" is not an IANA time zone name', left(time_zone, 100)),
             'Use a name such as Europe/Paris or America/New_York (see pg_timezone_names).');
     END IF;
     IF working_days IS NULL OR cardinality(working_days) = 0 OR array_ndims(working_days) <> 1
@@ -711,8 +737,8 @@ BEGIN
     IF work_end = '24:00' THEN
         work_end := '00:00';
     END IF;
-    IF work_start >= '24:00' THEN
-        PERFORM sam._invalid('work_start', 'must be before 24:00');
+    IF work_start IS NULL OR work_start >= '24:00' THEN
+        PERFORM sam._invalid('work_start', 'must be a time before 24:00');
     END IF;
     IF work_start IS NULL OR work_end IS NULL OR NOT (work_start < work_end OR work_end = '00:00') THEN
         PERFORM sam._invalid('work_end', 'must be after work_start (00:00 means midnight)');
@@ -740,6 +766,8 @@ BEGIN
             USING ERRCODE = 'unique_violation';
     END IF;
 
+    -- (ON CONFLICT: the same account created by two sessions at once gets the same error, not the
+    -- primary key's name)
     INSERT INTO sam.accounts AS x (account_id, name, own_provider_id, time_zone, working_days, work_start, work_end,
                               daily_invite_cap, weekly_invite_cap, daily_message_cap, spacing_min, spacing_max)
     VALUES (create_account.account_id, create_account.name, create_account.own_provider_id,
@@ -747,7 +775,12 @@ BEGIN
             create_account.work_start, create_account.work_end, create_account.daily_invite_cap,
             create_account.weekly_invite_cap, create_account.daily_message_cap,
             create_account.spacing_min, create_account.spacing_max)
+    ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING
     RETURNING * INTO a;
+    IF a.account_id IS NULL THEN
+        RAISE EXCEPTION 'account "%" already exists', create_account.account_id
+            USING ERRCODE = 'unique_violation';
+    END IF;
     -- the row its imports lock (see add_prospects)
     INSERT INTO sam.locks (kind, key) VALUES ('import', a.account_id) ON CONFLICT DO NOTHING;
     RETURN jsonb_build_object('success', true, 'account', to_jsonb(a));
@@ -834,6 +867,9 @@ AS $$
 DECLARE
     a sam.accounts := sam._account_or_fail(pause_account.account_id);
 BEGIN
+    IF char_length(reason) > 1000 THEN
+        PERFORM sam._invalid('reason', 'longer than 1000 characters');
+    END IF;
     UPDATE sam.accounts x SET status = 'paused', status_reason = reason, status_changed_at = sam.now()
      WHERE x.account_id = a.account_id AND x.status = 'active';
     RETURN jsonb_build_object('success', true, 'account_id', a.account_id,
@@ -933,8 +969,9 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             PERFORM sam._invalid(format('follow_ups step %s delay', i), format('"%s" is not an interval', s->>'delay'));
         END;
-        IF d < interval '0' OR d > interval '365 days' THEN
-            PERFORM sam._invalid(format('follow_ups step %s delay', i), 'must be between 0 and 365 days');
+        IF d < interval '0' OR d > interval '365 days' OR sam._mixed_signs(d) THEN
+            PERFORM sam._invalid(format('follow_ups step %s delay', i),
+                                 'must be between 0 and 365 days, in parts of one sign (not "1 mon -30 days")');
         END IF;
         IF jsonb_typeof(s->'template') <> 'string' THEN
             PERFORM sam._invalid(format('follow_ups step %s template', i), 'must be a string');
@@ -970,8 +1007,11 @@ BEGIN
         PERFORM sam._invalid('custom_variables', 'must be a list of names, not an array of arrays');
     END IF;
     FOREACH v IN ARRAY coalesce(custom_variables, '{}') LOOP
-        IF v IS NULL OR v !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
-            PERFORM sam._invalid('custom_variables', format('"%s" is not a variable name (lowercase letters, digits, _)', v));
+        IF v IS NULL THEN
+            PERFORM sam._invalid('custom_variables', 'must not hold NULL');
+        END IF;
+        IF v !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+            PERFORM sam._invalid('custom_variables', format('"%s" is not a variable name (lowercase letters, digits, _)', left(v, 100)));
         END IF;
         IF v IN ('first_name', 'last_name', 'company', 'title') THEN
             PERFORM sam._invalid('custom_variables', format('"%s" is a standard variable', v));
@@ -987,11 +1027,13 @@ BEGIN
     IF start_at IS NOT NULL AND start_at < sam.now() - interval '1 day' THEN
         PERFORM sam._invalid('start_at', 'is more than a day in the past');
     END IF;
-    IF withdraw_after IS NULL OR withdraw_after NOT BETWEEN interval '1 day' AND interval '180 days' THEN
-        PERFORM sam._invalid('withdraw_after', 'must be between 1 and 180 days');
+    IF withdraw_after IS NULL OR withdraw_after NOT BETWEEN interval '1 day' AND interval '180 days'
+       OR sam._mixed_signs(withdraw_after) THEN
+        PERFORM sam._invalid('withdraw_after', 'must be between 1 and 180 days, in parts of one sign');
     END IF;
-    IF complete_after IS NULL OR complete_after NOT BETWEEN interval '0' AND interval '365 days' THEN
-        PERFORM sam._invalid('complete_after', 'must be between 0 and 365 days');
+    IF complete_after IS NULL OR complete_after NOT BETWEEN interval '0' AND interval '365 days'
+       OR sam._mixed_signs(complete_after) THEN
+        PERFORM sam._invalid('complete_after', 'must be between 0 and 365 days, in parts of one sign');
     END IF;
 
     INSERT INTO sam.campaigns AS x (account_id, name, status, start_at, connection_note, custom_variables,
@@ -4426,8 +4468,8 @@ BEGIN
         DELETE FROM sam.retention_settings s WHERE s.kind = d.kind;
         RETURN jsonb_build_object('success', true, 'kind', d.kind, 'keep', d.keep::text, 'default', true);
     END IF;
-    IF keep < d.minimum OR keep > interval '10 years' THEN
-        PERFORM sam._invalid('keep', format('must be between %s and 10 years for %s', d.minimum, d.kind));
+    IF keep < d.minimum OR keep > interval '10 years' OR sam._mixed_signs(keep) THEN
+        PERFORM sam._invalid('keep', format('must be between %s and 10 years for %s, in parts of one sign', d.minimum, d.kind));
     END IF;
     INSERT INTO sam.retention_settings (kind, keep) VALUES (d.kind, keep)
     ON CONFLICT ON CONSTRAINT retention_settings_pkey DO UPDATE SET keep = EXCLUDED.keep, changed_at = sam.now();
@@ -4795,8 +4837,16 @@ BEGIN
         SELECT * INTO entry FROM sam.do_not_contact d WHERE lower(d.company) = lower(co);
     END IF;
     IF entry.id IS NULL THEN
+        -- (the same entry added by two sessions at once: the second finds the first's, not the unique
+        -- index's name in an error)
         INSERT INTO sam.do_not_contact (identifier, company, reason) VALUES (v, co, nullif(btrim(reason), ''))
+        ON CONFLICT DO NOTHING
         RETURNING * INTO entry;
+        IF entry.id IS NULL AND v IS NOT NULL THEN
+            SELECT * INTO entry FROM sam.do_not_contact d WHERE d.identifier = v;
+        ELSIF entry.id IS NULL THEN
+            SELECT * INTO entry FROM sam.do_not_contact d WHERE lower(d.company) = lower(co);
+        END IF;
     END IF;
 
     -- (EXCLUSIVE, not SHARE ROW EXCLUSIVE: see erase_person)

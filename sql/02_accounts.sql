@@ -18,6 +18,9 @@ SELECT sam.create_account('x', working_days => '{1,1,1,1,1,1,1,1}');
 SELECT sam.create_account('x', working_days => '{1,NULL}');
 SELECT sam.create_account('x', working_days => '{{1,2},{3,4}}');
 SELECT sam.create_account('x', work_start => '24:00', work_end => '00:00');
+SELECT sam.create_account('x', work_start => NULL);
+SELECT sam.create_account('x', name => repeat('n', 201));
+SELECT sam.create_account('x', time_zone => repeat('Z', 5000));
 -- an end at 24:00 is midnight
 SELECT sam.create_account('x24', work_start => '18:00', work_end => '24:00')->'account'->>'work_end' AS work_end;
 SELECT sam.delete_account('x24')->>'success' AS deleted;

@@ -20,6 +20,10 @@ SELECT sam.create_campaign('acc-c', 'x', repeat('x', 301));
 SELECT sam.create_campaign('acc-c', 'x', repeat('x', 200) || ' {company|' || repeat('y', 120) || '}');
 SELECT sam.create_campaign('acc-c', 'x', follow_ups => '{"template": "x"}');
 SELECT sam.create_campaign('acc-c', 'x', follow_ups => '[{"template": "ok", "delay": 86400}]');
+-- intervals whose parts have both signs: "1 mon -30 days" is -2 days from 1 February
+SELECT sam.create_campaign('acc-c', 'x', follow_ups => '[{"template": "ok", "delay": "1 mon -30 days"}]');
+SELECT sam.create_campaign('acc-c', 'x', withdraw_after => '1 mon -29 days');
+SELECT sam.create_campaign('acc-c', 'x', custom_variables => '{NULL}');
 SELECT sam.create_campaign('acc-c', 'x', start_at => 'infinity');
 SELECT sam.create_campaign('acc-c', 'x', custom_variables => '{{a,b},{c,d}}');
 SELECT sam.create_campaign('acc-c', 'x', follow_ups => '[{"template": "ok"}, {"template": ""}]');

@@ -25,6 +25,11 @@ DROP FUNCTION sam._job_broken();
 -- the clock only moves forward
 SELECT sam.advance_clock('-1 day');
 SELECT sam.set_clock(NULL);
+SELECT sam.set_clock(now(), NULL);
+SELECT sam.set_clock('infinity');
+SELECT sam.set_clock('4713-01-01 BC');
+SELECT sam.advance_clock('178000000 years');
+SELECT sam.advance_clock('1 mon -29 days');
 -- retries that can no longer happen (sam.max_attempts lowered) are dead and fail their prospect, as
 -- a last attempt that fails does: the next run does not queue it again (rolled back)
 BEGIN;

@@ -97,6 +97,8 @@ SELECT sam.set_notification_url(NULL, 'acc-n') AS removed;
 SELECT kind, keep, default_keep, minimum FROM sam.retention ORDER BY kind;
 SELECT sam.set_retention('nope', '1 day');
 SELECT sam.set_retention('outbox_rows', '1 day');
+-- an interval whose parts have both signs is as long as the month it starts in: refused
+SELECT sam.set_retention('outbox_rows', '1 mon -22 days');
 SELECT sam.set_retention('prospect_data', '20 years');
 SELECT sam.set_retention('prospect_data', '180 days');
 SELECT sam.set_retention('prospect_data', NULL);
