@@ -255,6 +255,7 @@ CREATE TABLE sam.accounts (
     status_reason text,
     status_changed_at timestamptz,
     invites_paused_until timestamptz,
+    messages_paused_until timestamptz,
     next_action_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT sam.now(),
     CONSTRAINT accounts_account_id_format CHECK (account_id ~ '^[A-Za-z0-9_.:=-]{1,200}$'),
@@ -311,7 +312,8 @@ COMMENT ON COLUMN sam.accounts.own_provider_id IS 'The account''s own LinkedIn p
 COMMENT ON COLUMN sam.accounts.working_days IS 'ISO days of the week (1 = Monday) on which the account sends';
 COMMENT ON COLUMN sam.accounts.work_end IS 'End of the sending window, local time; 00:00 means midnight (end of day)';
 COMMENT ON COLUMN sam.accounts.weekly_invite_cap IS 'Invitations in any rolling 7 days';
-COMMENT ON COLUMN sam.accounts.limit_pause IS 'How long invitations pause after Unipile reports a LinkedIn limit (cannot_resend_yet, limit_exceeded)';
+COMMENT ON COLUMN sam.accounts.limit_pause IS 'How long the account''s invitations (or messages) pause after Unipile reports a LinkedIn limit (429, cannot_resend_yet, limit_exceeded); 24 hours at least when the last pause ended less than a day before';
+COMMENT ON COLUMN sam.accounts.messages_paused_until IS 'The account''s messages wait until then (a 429 on a message); invites_paused_until is the same for invitations';
 COMMENT ON COLUMN sam.accounts.next_action_at IS 'Earliest time of the account''s next action (random spacing between actions)';
 
 CREATE TABLE sam.campaigns (
@@ -803,7 +805,8 @@ END $$;
 
 /*
  * sam._drop_held cancels an account's actions (of the kinds given, of one
- * campaign or all) that were queued, never tried, and held past their
+ * campaign or all) that were queued, never tried (no attempt, no answer:
+ * a call held by a limit keeps its place), and held past their
  * time (due before p_due_before; NULL: all of them) because the account
  * or the campaign could not send: a pause, a disconnection, LinkedIn's
  * invitation limit.  Left queued, they all became due together when the
@@ -829,7 +832,7 @@ BEGIN
     LOCK TABLE sam.prospects IN ROW SHARE MODE;
     UPDATE sam.outbox o SET state = 'cancelled', finished_at = sam.now(), updated_at = sam.now(), error = p_why
      WHERE o.account_id = p_account_id AND o.finished_at IS NULL AND o.state = 'queued'
-       AND o.attempts = 0 AND NOT o.needs_check AND o.kind = ANY (p_kinds)
+       AND o.attempts = 0 AND o.http_status IS NULL AND NOT o.needs_check AND o.kind = ANY (p_kinds)
        AND (p_due_before IS NULL OR o.not_before <= p_due_before)
        AND (p_campaign_id IS NULL OR o.campaign_id = p_campaign_id);
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -1780,11 +1783,14 @@ $$;
  * (The same conditions as sam._claimable's, which keeps them inline: it is
  * the claim's hot statement, planned once.)
  */
-CREATE FUNCTION sam._may_go_then(kind text, campaign_id bigint, invites_paused_until timestamptz, t timestamptz)
+CREATE FUNCTION sam._may_go_then(kind text, campaign_id bigint, invites_paused_until timestamptz,
+                                 messages_paused_until timestamptz, t timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (kind <> 'invite' OR invites_paused_until IS NULL OR invites_paused_until <= t)
+           AND (kind NOT IN ('start_chat', 'send_message') OR messages_paused_until IS NULL
+                OR messages_paused_until <= t)
            AND (campaign_id IS NULL
                 OR EXISTS (SELECT 1 FROM sam.campaigns c WHERE c.id = campaign_id AND c.status IN ('running', 'completed')))
 $$;
@@ -1820,6 +1826,8 @@ BEGIN
            AND (c.id IS NULL OR c.status IN ('running', 'completed') OR NOT sam._is_action(o.kind))
            AND (o.kind <> 'invite' OR x.invites_paused_until IS NULL OR x.invites_paused_until <= now_t
                 OR o.needs_check)
+           AND (o.kind NOT IN ('start_chat', 'send_message') OR x.messages_paused_until IS NULL
+                OR x.messages_paused_until <= now_t OR o.needs_check)
            AND (o.account_id <> ALL (closed) OR o.account_id IS NULL OR NOT sam._is_action(o.kind) OR o.needs_check)
          ORDER BY o.not_before, o.id
          LIMIT n
@@ -1870,7 +1878,7 @@ BEGIN
              WHERE w.account_id = a.account_id AND w.finished_at IS NULL
                AND w.state IN ('queued', 'failed') AND w.not_before <= now_t
                AND sam._is_action(w.kind) AND NOT w.needs_check
-               AND sam._may_go_then(w.kind, w.campaign_id, a.invites_paused_until, window_t)
+               AND sam._may_go_then(w.kind, w.campaign_id, a.invites_paused_until, a.messages_paused_until, window_t)
                FOR UPDATE OF w SKIP LOCKED
         ), st AS (              -- (not inlined: volatile) where the first of them goes
             SELECT greatest(window_t, max(x.not_before) + a.spacing_min + random() * (a.spacing_max - a.spacing_min)) AS t0
@@ -1878,7 +1886,7 @@ BEGIN
              WHERE x.account_id = a.account_id AND x.finished_at IS NULL
                AND x.not_before >= window_t AND x.not_before < window_t + interval '1 day'
                AND sam._is_action(x.kind)
-               AND sam._may_go_then(x.kind, x.campaign_id, a.invites_paused_until, window_t)
+               AND sam._may_go_then(x.kind, x.campaign_id, a.invites_paused_until, a.messages_paused_until, window_t)
         ), s AS (
             SELECT w.id, w.gap,
                    st.t0 + coalesce(sum(w.gap) OVER (ORDER BY w.not_before, w.id
@@ -2007,7 +2015,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT ceil(extract(epoch FROM min(CASE WHEN o.kind = 'invite' AND NOT o.needs_check
                                                  AND x.invites_paused_until > o.not_before
-                                            THEN x.invites_paused_until ELSE o.not_before END)
+                                            THEN x.invites_paused_until
+                                            WHEN o.kind IN ('start_chat', 'send_message') AND NOT o.needs_check
+                                                 AND x.messages_paused_until > o.not_before
+                                            THEN x.messages_paused_until ELSE o.not_before END)
                               - sam.now()) * 1000)::bigint
       FROM sam.outbox o
       LEFT JOIN sam.accounts x ON x.account_id = o.account_id
@@ -2289,6 +2300,49 @@ BEGIN
 END $$;
 
 /*
+ * sam._limit_reached: Unipile answered an action of the account with a limit
+ * (429 too many requests, cannot_resend_yet, limit_exceeded).  The account's
+ * actions of that kind (invitations, or messages) pause for its limit_pause
+ * (6 hours), or 24 hours at least when its last such pause ended less than
+ * a day before (a limit met again at once); the call waits for the end of
+ * the pause without spending an attempt (its prospect is not failed for
+ * it); the account's other actions of that kind queued and never tried are
+ * queued again after the pause, spaced (held, they would all go at its end,
+ * and meet the limit again).  Sending on after a 429, each call retried and
+ * then dead, burned prospects and kept hitting the limit.
+ */
+CREATE FUNCTION sam._limit_reached(o sam.outbox, etype text, detail text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a sam.accounts;
+    invites boolean := o.kind = 'invite';
+    last_until timestamptz;
+    pause interval;
+    until_t timestamptz;
+    what text := CASE WHEN o.kind = 'invite' THEN 'invitations' ELSE 'messages' END;
+BEGIN
+    SELECT * INTO a FROM sam.accounts WHERE account_id = o.account_id FOR UPDATE;
+    last_until := CASE WHEN invites THEN a.invites_paused_until ELSE a.messages_paused_until END;
+    pause := CASE WHEN last_until <= sam.now() AND last_until > sam.now() - interval '24 hours'
+                  THEN greatest(a.limit_pause, interval '24 hours') ELSE a.limit_pause END;
+    until_t := greatest(coalesce(last_until, sam.now()), sam.now() + pause);
+    IF invites THEN
+        UPDATE sam.accounts SET invites_paused_until = until_t WHERE account_id = o.account_id;
+    ELSE
+        UPDATE sam.accounts SET messages_paused_until = until_t WHERE account_id = o.account_id;
+    END IF;
+    IF last_until IS NULL OR last_until < until_t THEN
+        RAISE LOG 'sam_ext: account % reached a limit (%): its % pause until %', o.account_id, etype, what, until_t;
+    END IF;
+    -- (this call is in flight still: not dropped)
+    PERFORM sam._drop_held(o.account_id, NULL,
+                           CASE WHEN invites THEN '{invite}'::text[] ELSE '{start_chat,send_message}'::text[] END, NULL,
+                           format('%s of the account paused until %s (%s): queued again after it', what, until_t, etype));
+    PERFORM sam._hold(o, etype, format('%s; %s of the account paused until %s', detail, what, until_t), until_t);
+END $$;
+
+/*
  * sam._complete_one records one call's result and applies its transition.
  * Mapping of Unipile's answers (see README "Unipile outcomes").
  */
@@ -2358,6 +2412,11 @@ BEGIN
     detail := coalesce(CASE WHEN jsonb_typeof(resp) = 'object' THEN coalesce(resp->>'detail', resp->>'title') END,
                        format('HTTP %s', p_status));
 
+    IF p_status = 429 AND o.kind IN ('invite', 'start_chat', 'send_message') THEN
+        -- too many requests: LinkedIn's or Unipile's limit for the account, not this call's fault
+        PERFORM sam._limit_reached(o, coalesce(etype, 'http_429'), detail);
+        RETURN;
+    END IF;
     IF p_status = 429 OR p_status >= 500 OR p_status = 408 THEN
         -- the outcome is unknown unless Unipile itself answered with its error body; a first message
         -- can only be checked once its chat is known, so Unipile's own refusal is taken at its word
@@ -2424,19 +2483,7 @@ BEGIN
             PERFORM sam._prospect_connected(o.prospect_id, sam.now(), 'already_connected');
             RETURN;
         ELSIF etype IN ('errors/cannot_resend_yet', 'errors/limit_exceeded') THEN
-            SELECT * INTO a FROM sam.accounts WHERE account_id = o.account_id FOR UPDATE;
-            UPDATE sam.accounts SET invites_paused_until = greatest(coalesce(invites_paused_until, sam.now()),
-                                                                    sam.now() + limit_pause)
-             WHERE account_id = o.account_id
-            RETURNING * INTO a;
-            -- the account's other invitations queued (this one is in flight still): process_pending_prospects
-            -- queues them again after the pause, spaced (held, they would all go at its end, and meet the
-            -- limit again)
-            PERFORM sam._drop_held(o.account_id, NULL, '{invite}', NULL,
-                                   format('invitations of the account paused until %s (%s): queued again after it',
-                                          a.invites_paused_until, etype));
-            PERFORM sam._hold(o, etype, format('%s; invitations of the account paused until %s', detail,
-                                               a.invites_paused_until), a.invites_paused_until);
+            PERFORM sam._limit_reached(o, etype, detail);
             RETURN;
         END IF;
     END IF;
@@ -3558,6 +3605,7 @@ BEGIN
     WITH acc AS MATERIALIZED (
         SELECT a.account_id,
                sam._in_working_hours(a, now_t)
+               AND (a.messages_paused_until IS NULL OR a.messages_paused_until <= now_t)
                AND a.daily_message_cap > sam._actions_since(a.account_id, '{start_chat,send_message}',
                                                             sam._local_day_start(a, now_t)) AS sending
           FROM sam.accounts a
@@ -3596,6 +3644,8 @@ BEGIN
                a.spacing_min, a.spacing_max, x.remaining,
                CASE WHEN a.status <> 'active' THEN format('account is %s', a.status)
                     WHEN NOT sam._in_working_hours(a, now_t) THEN 'outside working hours'
+                    WHEN a.messages_paused_until > now_t
+                    THEN format('messages paused until %s (LinkedIn limit reported)', a.messages_paused_until)
                     WHEN x.remaining <= 0 THEN 'daily message cap reached' END AS reason
           FROM sam.accounts a
          CROSS JOIN LATERAL (

@@ -123,9 +123,21 @@ sub add_and_send
 mock_call($mock, 'POST', '/_mock/faults',
 	{ method => 'POST', path_prefix => '/api/v1/users/invite', status => 429, type => 'errors/too_many_requests', count => 2 });
 add_and_send('ACoRETRY429');
-poll_until_ok($node, "SELECT status = 'connection_request_sent' FROM sam.prospects WHERE provider_id = 'ACoRETRY429'",
-	'429 twice, then accepted on the third attempt');
+# a 429 is the account's limit: its invitations pause (6 hours, limit_pause), the call waits for the
+# end of the pause without spending an attempt, and its prospect is not failed
+my $held429 = "SELECT o.state = 'queued' AND o.attempts = 0 AND o.not_before > sam.now() + interval '%s'
+	AND p.status = 'pending' AND a.invites_paused_until = o.not_before
+	FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id JOIN sam.accounts a ON a.account_id = o.account_id
+	WHERE p.provider_id = 'ACoRETRY429'";
+poll_until_ok($node, sprintf($held429, '5 hours'), '429: the invitation is held, the account\'s invitations paused');
+is(scalar invites_to('ACoRETRY429', status => 429), 1, 'the mock answered 429 once');
+# the pause over, the call goes again; a second 429 within a day of the first pause pauses 24 hours
+$node->safe_psql('postgres', "SELECT sam.advance_clock('6 hours 5 minutes')");
+poll_until_ok($node, sprintf($held429, '23 hours'), '429 again after the pause: paused 24 hours');
 is(scalar invites_to('ACoRETRY429', status => 429), 2, 'the mock answered 429 twice');
+$node->safe_psql('postgres', "SELECT sam.advance_clock('24 hours 5 minutes')");
+poll_until_ok($node, "SELECT status = 'connection_request_sent' FROM sam.prospects WHERE provider_id = 'ACoRETRY429'",
+	'then accepted on the third attempt');
 is(scalar invites_to('ACoRETRY429', status => 201), 1, 'and accepted it once');
 
 mock_call($mock, 'POST', '/_mock/faults',

@@ -114,8 +114,8 @@ sub check_invitations
 
 # ---- invitations: every fault, for some calls (2) or all ----------------------------------
 # "after": the call took effect at LinkedIn and only its answer was lost.
+# (a 429 pauses the account's invitations instead: t/001_invitations.pl)
 my @faults = (
-	[ '429',        { status => 429 } ],
 	[ '500',        { status => 500 } ],
 	[ '503',        { status => 503 } ],
 	[ 'html',       { html => JSON::PP::true } ],
@@ -348,8 +348,8 @@ sub check_messages
 	is(join('; ', @bad), '', "$label: the mock's chats agree with the database ($expect)");
 }
 
+# (a 429 pauses the account's messages instead: below)
 my @message_faults = (
-	[ '429 all',              { status => 429, count => -1 }, 'dead' ],
 	[ '500 all',              { status => 500, count => -1 }, 'dead' ],
 	[ 'html some',            { html => JSON::PP::true, count => 2 }, 'done' ],
 	[ 'reset all',            { drop => JSON::PP::true, count => -1 }, 'dead' ],
@@ -374,6 +374,35 @@ for my $f (@message_faults)
 	settle($acct, $label);
 	mock_call($mock, 'DELETE', '/_mock/faults');
 	check_messages($label, $acct, $cid, $expect, @ids);
+}
+
+# ---- a 429 on a message: the account's messages pause, nobody is failed for it ------------------
+# Retried and then dead, a 429 burned the prospect (failed) and the account kept sending into the
+# limit.  Now the account's messages wait for its limit_pause (6 hours), the call without spending
+# an attempt, and go once the pause is over, each exactly once.
+{
+	my $acct = 'acc-msg429';
+	make_account($acct);
+	my ($cid, @ids) = connected_campaign($acct, 'MSG429X', 2);
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('2 minutes')");
+	is(run_follow_ups()->{sent}, 2, '429: FU1 started both chats');
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('2 minutes')");
+	mock_call($mock, 'POST', '/_mock/faults', { method => 'POST', path_prefix => '/api/v1/chats/', status => 429, count => 1 });
+	run_follow_ups();
+	mock_call($mock, 'DELETE', '/_mock/faults');
+	is($node->safe_psql('postgres', "SELECT messages_paused_until > sam.now() + interval '5 hours' FROM sam.accounts WHERE account_id = '$acct'"),
+		't', '429: the account\'s messages are paused');
+	is($node->safe_psql('postgres', "SELECT string_agg(status, ',') FROM sam.prospects WHERE campaign_id = $cid"),
+		'connected,connected', '429: nobody failed for it');
+	is($node->safe_psql('postgres', "SELECT count(*) FROM sam.outbox WHERE account_id = '$acct' AND state = 'dead'"),
+		'0', '429: no call dead');
+	$node->safe_psql('postgres', "SELECT sam.advance_clock('6 hours 5 minutes')");
+	run_follow_ups();
+	poll_until_ok($node, "SELECT count(*) = 2 FROM sam.prospects WHERE campaign_id = $cid AND follow_up_sequence_index = 2",
+		'429: after the pause both FU2 are delivered');
+	my $texts = chat_texts($acct);
+	is(join(',', map { scalar(grep { $_ eq 'second' } @{ $texts->{$_} // [] }) } @ids), '1,1',
+		'429: each FU2 reached the mock once');
 }
 
 # ---- a first message whose outcome cannot be checked -----------------------------------------
