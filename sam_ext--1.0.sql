@@ -227,6 +227,9 @@ BEGIN
     IF tz IS NULL OR tz = '' OR tz ~ '^[+-]?[0-9]' THEN
         RETURN false;           -- only named (IANA) zones: offsets are not DST-safe
     END IF;
+    IF lower(tz) IN ('localtime', 'posixrules', 'factory') THEN
+        RETURN false;           -- the server's own zone (its /etc/localtime), or no zone at all
+    END IF;
     PERFORM pg_catalog.now() AT TIME ZONE tz;
     RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = tz);
 EXCEPTION WHEN OTHERS THEN
@@ -4348,6 +4351,9 @@ BEGIN
         PERFORM sam._invalid('url', 'must be an http:// or https:// URL without spaces, at most 2000 characters',
                              'For example a Slack incoming webhook: https://hooks.slack.com/services/...');
     END IF;
+    IF coalesce(substring(url FROM '^[^/]*//[^/:]+:([0-9]+)')::integer, 1) NOT BETWEEN 1 AND 65535 THEN
+        PERFORM sam._invalid('url', 'its port must be between 1 and 65535');
+    END IF;
     RETURN url;
 END $$;
 
@@ -4368,6 +4374,12 @@ BEGIN
     PERFORM sam._check_hook_url(url);
     IF events IS NOT NULL AND cardinality(events) = 0 THEN
         PERFORM sam._invalid('events', 'must name at least one event, or be NULL for all of them');
+    END IF;
+    IF array_ndims(events) > 1 THEN
+        PERFORM sam._invalid('events', 'must be a list of event names, not an array of arrays');
+    END IF;
+    IF (SELECT count(DISTINCT e) <> count(e) FROM unnest(events) e) THEN
+        PERFORM sam._invalid('events', 'names an event twice');
     END IF;
     SELECT e INTO bad FROM unnest(events) e
      WHERE e IS NULL OR e NOT IN ('connection_accepted', 'prospect_replied', 'account_disconnected',

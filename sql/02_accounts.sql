@@ -10,6 +10,8 @@ SELECT sam.create_account(NULL);
 SELECT sam.create_account('has space');
 SELECT sam.create_account('x', time_zone => 'Mars/Olympus');
 SELECT sam.create_account('x', time_zone => '+02:00');
+SELECT sam.create_account('x', time_zone => 'localtime');
+SELECT sam.create_account('x', time_zone => 'Factory');
 SELECT sam.create_account('x', working_days => '{}');
 SELECT sam.create_account('x', working_days => '{0,1}');
 SELECT sam.create_account('x', work_start => '18:00', work_end => '09:00');

@@ -51,6 +51,9 @@ SELECT count(*) FILTER (WHERE notified_at IS NULL) AS pending, count(*) FILTER (
 SELECT sam.set_notification_url('ftp://example.com/x');
 SELECT sam.set_notification_url('https://hooks.example.com/x', events => '{}');
 SELECT sam.set_notification_url('https://hooks.example.com/services/T0/B0 secret');
+SELECT sam.set_notification_url('https://hooks.example.com:99999/x');
+SELECT sam.set_notification_url('https://hooks.example.com/x', events => '{prospect_replied,prospect_replied}');
+SELECT sam.set_notification_url('https://hooks.example.com/x', events => '{{prospect_replied},{job_failing}}');
 SELECT sam.set_notification_url('https://hooks.example.com/services/T0/B0/SECRETTOKEN', events => '{connection_accepted,nope}');
 SELECT sam.set_notification_url('https://hooks.example.com/services/T0/B0/SECRETTOKEN', 'no-such-account');
 SELECT sam.set_notification_url('https://hooks.example.com/services/T0/B0/SECRETTOKEN');
