@@ -766,13 +766,8 @@ BEGIN
     IF own_provider_id IS NOT NULL AND own_provider_id !~ '^[A-Za-z0-9_-]{4,200}$' THEN
         PERFORM sam._invalid('own_provider_id', 'must be a LinkedIn provider id such as ACoAA...');
     END IF;
-    IF EXISTS (SELECT 1 FROM sam.accounts x WHERE x.account_id = create_account.account_id) THEN
-        RAISE EXCEPTION 'account "%" already exists', create_account.account_id
-            USING ERRCODE = 'unique_violation';
-    END IF;
-
-    -- (ON CONFLICT: the same account created by two sessions at once gets the same error, not the
-    -- primary key's name)
+    -- (ON CONFLICT, not a look first: the same account created by two sessions at once gets the
+    -- same error as one created before, not the primary key's name)
     INSERT INTO sam.accounts AS x (account_id, name, own_provider_id, time_zone, working_days, work_start, work_end,
                               daily_invite_cap, weekly_invite_cap, daily_message_cap, spacing_min, spacing_max)
     VALUES (create_account.account_id, create_account.name, create_account.own_provider_id,
