@@ -144,6 +144,12 @@ out=$("$BIN" --database-url "$CLUSTER_INGEST_URL" --listen=127.0.0.1 "-z$WSECRET
 if grep -q 'unknown option: -z' <<<"$out" && ! grep -qF -- "$WSECRET" <<<"$out"; then pass; else fail "short after long: $out"; fi
 out=$("$BIN" --database-url "$CLUSTER_INGEST_URL" --listen 2>&1)
 if grep -q 'missing value: --listen' <<<"$out"; then pass; else fail "missing value: $out"; fi
+for bad in 3601 -1 abc; do
+	out=$("$BIN" --database-url "$CLUSTER_INGEST_URL" --metrics-max-age "$bad" 2>&1)
+	rc=$?
+	if [ "$rc" = 2 ] && grep -q "the metrics' maximum age must be a number" <<<"$out"; then pass; else
+		fail "--metrics-max-age $bad: rc $rc, $out"; fi
+done
 
 # --- the banner
 [ "$(wc -l <"$TMP/out")" = 1 ] && pass || fail "stdout is not exactly one line: $(cat "$TMP/out")"
