@@ -28,6 +28,37 @@
 static CURLM *multi = NULL;
 static int	in_flight = 0;
 
+/*
+ * Easy handles of finished transfers, reset and kept for the next ones: a
+ * handle of its own per request cost an allocation of libcurl's whole
+ * per-transfer state, and its release, per call.  At most
+ * sam.max_concurrency of them are kept (the transfers in flight at once),
+ * and none while the worker is idle (sam_http_trim).
+ */
+static CURL **idle_handles = NULL;
+static int	n_idle_handles = 0;
+static int	max_idle_handles = 0;
+
+/*
+ * The request headers, built once and shared by the requests that send
+ * them: a list of their own cost four allocations, a copy of the API key
+ * and its wipe per call.  The API key's set is replaced when the key
+ * changes (a reload); the set it replaces is freed, the key's copy wiped,
+ * once no transfer uses it.
+ */
+typedef struct SamHeaderSet
+{
+	struct curl_slist *plain;	/* Accept, Expect: and, with a key, X-API-KEY */
+	struct curl_slist *json;	/* the same, and Content-Type: application/json */
+	char	   *key;			/* the API key in "X-API-KEY: ..." (NULL: none) */
+	int			refs;			/* transfers using it */
+} SamHeaderSet;
+
+static SamHeaderSet *keyed_headers = NULL;	/* the current API key's */
+static SamHeaderSet *keyless_headers = NULL;	/* notification hooks' */
+
+static void free_header_set(SamHeaderSet *set);
+
 /* the transfers libcurl has, in the order they started (their deadlines') */
 static dlist_head flying = DLIST_STATIC_INIT(flying);
 
@@ -79,17 +110,26 @@ sam_http_init(void)
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not create a libcurl multi handle")));
 	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) 1024));
+	/* as many as sam.max_concurrency can be (its maximum) */
+	max_idle_handles = 1024;
+	idle_handles = MemoryContextAlloc(TopMemoryContext, sizeof(CURL *) * max_idle_handles);
 }
 
 /* sam_http_shutdown frees libcurl's state; used at process exit */
 void
 sam_http_shutdown(void)
 {
+	sam_http_trim();
 	if (multi)
 	{
 		curl_multi_cleanup(multi);
 		multi = NULL;
 	}
+	/* after the multi handle: transfers still on it used them (the key's copy is wiped) */
+	free_header_set(keyed_headers);
+	keyed_headers = NULL;
+	free_header_set(keyless_headers);
+	keyless_headers = NULL;
 	curl_global_cleanup();
 }
 
@@ -224,6 +264,187 @@ open_socket_callback(void *clientp, curlsocktype purpose, struct curl_sockaddr *
 	return socket(address->family, address->socktype, address->protocol);
 }
 
+/* append_header appends one header to a libcurl list; NULL when out of memory */
+static struct curl_slist *
+append_header(struct curl_slist *list, const char *header)
+{
+	struct curl_slist *l = curl_slist_append(list, header);
+
+	if (l == NULL)
+		curl_slist_free_all(list);
+	return l;
+}
+
+/* free_header_list frees a list, wiping its headers first (the API key's) */
+static void
+free_header_list(struct curl_slist *list)
+{
+	struct curl_slist *h;
+
+	for (h = list; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(list);
+}
+
+/* free_header_set frees a set of header lists (in TopMemoryContext) */
+static void
+free_header_set(SamHeaderSet *set)
+{
+	if (set == NULL)
+		return;
+	free_header_list(set->plain);
+	free_header_list(set->json);
+	pfree(set);
+}
+
+/*
+ * build_header_list makes the headers of a request: Accept, an empty Expect
+ * (no "100-continue" round trip before a large body), the API key when
+ * there is one, and the JSON body's Content-Type when asked.  NULL when
+ * libcurl is out of memory (what it had built is freed).
+ */
+static struct curl_slist *
+build_header_list(const char *api_key, bool json)
+{
+	struct curl_slist *list = NULL;
+
+	list = append_header(list, "Accept: application/json");
+	if (list)
+		list = append_header(list, "Expect:");
+	if (list && api_key)
+	{
+		char	   *h = psprintf("X-API-KEY: %s", api_key);
+
+		list = append_header(list, h);
+		/* the copy made by curl_slist_append is the only one left */
+		explicit_bzero(h, strlen(h));
+		pfree(h);
+	}
+	if (list && json)
+		list = append_header(list, "Content-Type: application/json");
+	return list;
+}
+
+/*
+ * header_set returns the header lists of a request sent with api_key (NULL
+ * or empty: none), building them when the key is new, and counts the
+ * request as one of their users.
+ */
+static SamHeaderSet *
+header_set(const char *api_key)
+{
+	SamHeaderSet **slot;
+	SamHeaderSet *set;
+
+	if (api_key && api_key[0] == '\0')
+		api_key = NULL;
+	slot = api_key ? &keyed_headers : &keyless_headers;
+	set = *slot;
+	if (set == NULL || (api_key && strcmp(set->key, api_key) != 0))
+	{
+		SamHeaderSet *fresh = MemoryContextAllocZero(TopMemoryContext, sizeof(SamHeaderSet));
+
+		fresh->plain = build_header_list(api_key, false);
+		fresh->json = build_header_list(api_key, true);
+		if (fresh->plain == NULL || fresh->json == NULL)
+		{
+			free_header_set(fresh);
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		}
+		if (api_key)
+		{
+			/* the key as it is in the list (no copy of it of our own) */
+			fresh->key = fresh->plain->next->next->data + strlen("X-API-KEY: ");
+		}
+		/* the set replaced goes once its last transfer is released */
+		if (set != NULL && set->refs == 0)
+			free_header_set(set);
+		*slot = set = fresh;
+	}
+	set->refs++;
+	return set;
+}
+
+/* release_header_set counts a request out of its header set's users */
+static void
+release_header_set(SamHeaderSet *set)
+{
+	if (--set->refs == 0 && set != keyed_headers && set != keyless_headers)
+		free_header_set(set);
+}
+
+/*
+ * release_handle hands an easy handle whose transfer is over (removed from
+ * the multi handle) back for the next request, or frees it when enough are
+ * kept.  Reset first: it must keep no pointer into the finished request.
+ */
+static void
+release_handle(CURL *easy)
+{
+	if (n_idle_handles < Min(sam_max_concurrency, max_idle_handles))
+	{
+		curl_easy_reset(easy);
+		idle_handles[n_idle_handles++] = easy;
+	}
+	else
+		curl_easy_cleanup(easy);
+}
+
+/*
+ * finish_transfer ends a request's use of libcurl once its transfer is
+ * over: the easy handle goes back to the pool, the body's MIME parts are
+ * freed, and the header set loses a user.  What came back stays on the
+ * request.
+ */
+static void
+finish_transfer(SamHttpRequest *req)
+{
+	if (req->easy)
+	{
+		curl_multi_remove_handle(multi, req->easy);
+		release_handle(req->easy);
+		req->easy = NULL;
+	}
+	if (req->mime)
+	{
+		curl_mime_free(req->mime);
+		req->mime = NULL;
+	}
+	if (req->headers)
+	{
+		release_header_set(req->headers);
+		req->headers = NULL;
+	}
+}
+
+/*
+ * sam_http_forget_api_key drops the headers made of the API key (the key
+ * was reloaded or removed): wiped and freed now, or by the last transfer
+ * still using them.  The next request builds them again from its key.
+ */
+void
+sam_http_forget_api_key(void)
+{
+	SamHeaderSet *set = keyed_headers;
+
+	keyed_headers = NULL;
+	if (set != NULL && set->refs == 0)
+		free_header_set(set);
+}
+
+/*
+ * sam_http_trim frees the easy handles kept for later requests: called when
+ * the worker goes idle, before the heap is handed back to the system.
+ */
+void
+sam_http_trim(void)
+{
+	while (n_idle_handles > 0)
+		curl_easy_cleanup(idle_handles[--n_idle_handles]);
+}
+
 /*
  * sam_http_start sets up a libcurl easy handle for the request and adds it
  * to the multi handle; the transfer makes progress in sam_http_drive.
@@ -256,7 +477,7 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	}
 	MemoryContextSwitchTo(old);
 
-	easy = curl_easy_init();
+	easy = n_idle_handles > 0 ? idle_handles[--n_idle_handles] : curl_easy_init();
 	if (easy == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
@@ -282,18 +503,7 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_PRIVATE, req));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_USERAGENT, "sam_ext/1.0"));
 
-	req->headers = curl_slist_append(req->headers, "Accept: application/json");
-	req->headers = curl_slist_append(req->headers, "Expect:");
-	if (api_key && api_key[0])
-	{
-		char	   *h = psprintf("X-API-KEY: %s", api_key);
-
-		req->headers = curl_slist_append(req->headers, h);
-		/* the copy made by curl_slist_append is the only one left */
-		explicit_bzero(h, strlen(h));
-		pfree(h);
-	}
-
+	req->headers = header_set(api_key);
 	if (req->nform > 0)
 	{
 		int			i;
@@ -310,17 +520,13 @@ sam_http_start(SamHttpRequest *req, const char *api_key)
 	}
 	else if (req->json_body)
 	{
-		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
 		/* libcurl neither copies nor frees it: it lives in req->cxt */
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
 									(curl_off_t) strlen(req->json_body)));
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->json_body));
 	}
-	if (req->headers == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
-	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers));
+	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPHEADER,
+								req->nform == 0 && req->json_body ? req->headers->json : req->headers->plain));
 	CURL_CHECK(curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method));
 	if (strcmp(req->method, "GET") == 0)
 		CURL_CHECK(curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L));
@@ -384,7 +590,7 @@ expire_overdue(List **finished)
 
 		if (req->deadline > now)
 			break;
-		curl_multi_remove_handle(multi, req->easy);
+		finish_transfer(req);
 		dlist_delete(&req->flying_node);
 		in_flight--;
 		req->status = 0;
@@ -491,7 +697,7 @@ sam_http_drive(int timeout_ms, List **finished)
 									  req->errbuf[0] ? ": " : "", req->errbuf);
 			MemoryContextSwitchTo(old);
 		}
-		curl_multi_remove_handle(multi, easy);
+		finish_transfer(req);
 		dlist_delete(&req->flying_node);
 		in_flight--;
 		*finished = lappend(*finished, req);
@@ -504,18 +710,10 @@ sam_http_drive(int timeout_ms, List **finished)
 void
 sam_http_release(SamHttpRequest *req)
 {
+	/* (a transfer still under way is ended: curl_easy_cleanup takes it off the multi handle) */
 	if (req->easy)
 		curl_easy_cleanup(req->easy);
-	if (req->mime)
-		curl_mime_free(req->mime);
-	if (req->headers)
-	{
-		struct curl_slist *h;
-
-		/* wipe the copy of the API key before handing the memory back */
-		for (h = req->headers; h; h = h->next)
-			explicit_bzero(h->data, strlen(h->data));
-		curl_slist_free_all(req->headers);
-	}
+	req->easy = NULL;
+	finish_transfer(req);
 	MemoryContextDelete(req->cxt);
 }

@@ -52,7 +52,7 @@ typedef struct SamHttpRequest
 
 	/* libcurl's own state, freed with curl's calls */
 	CURL	   *easy;
-	struct curl_slist *headers;
+	struct SamHeaderSet *headers;	/* shared, see http.c */
 	curl_mime  *mime;
 	char		errbuf[CURL_ERROR_SIZE];
 } SamHttpRequest;
@@ -63,6 +63,8 @@ extern SamHttpRequest *sam_http_new_request(MemoryContext parent, int64 id);
 extern void sam_http_start(SamHttpRequest *req, const char *api_key);
 extern int	sam_http_drive(int timeout_ms, List **finished);
 extern void sam_http_release(SamHttpRequest *req);
+extern void sam_http_trim(void);
+extern void sam_http_forget_api_key(void);
 extern int	sam_http_in_flight(void);
 
 #endif							/* SAM_HTTP_H */

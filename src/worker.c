@@ -162,6 +162,8 @@ load_api_key(void)
 		pfree(api_key);
 		api_key = NULL;
 	}
+	/* and the headers made of it, once the transfers that use them are over */
+	sam_http_forget_api_key();
 	if (sam_unipile_api_key_file == NULL || sam_unipile_api_key_file[0] == '\0')
 		return;
 	f = AllocateFile(sam_unipile_api_key_file, "r");
@@ -677,16 +679,18 @@ set_ready(bool ready)
 
 /*
  * give_back_memory returns the heap memory a burst of calls needed to the
- * system once the worker goes idle.  While busy, finished requests keep
- * their libcurl handles and buffers (tens of kB each) until their batch is
- * recorded, so the heap grows to what the largest batch held; glibc keeps
- * that high-water mark resident unless asked (bench/memory.sh saw the
- * worker's private memory step up by ~5 MB in one round and stay there).
- * Once per idle spell, not per wake-up.
+ * system once the worker goes idle: the easy handles kept for the next
+ * calls are freed, and the heap trimmed.  While busy, finished requests
+ * keep their buffers until their batch is recorded, so the heap grows to
+ * what the largest batch held; glibc keeps that high-water mark resident
+ * unless asked (bench/memory.sh saw the worker's private memory step up by
+ * ~5 MB in one round and stay there).  Once per idle spell, not per
+ * wake-up.
  */
 static void
 give_back_memory(void)
 {
+	sam_http_trim();
 #ifdef __GLIBC__
 	(void) malloc_trim(0);
 #endif
