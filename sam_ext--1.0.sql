@@ -251,6 +251,7 @@ CREATE TABLE sam.accounts (
     daily_invite_cap integer NOT NULL DEFAULT 20,
     weekly_invite_cap integer NOT NULL DEFAULT 100,
     daily_message_cap integer NOT NULL DEFAULT 50,
+    max_pending_invitations integer DEFAULT 500,
     spacing_min interval NOT NULL DEFAULT '2 minutes',
     spacing_max interval NOT NULL DEFAULT '5 minutes',
     limit_pause interval NOT NULL DEFAULT '6 hours',
@@ -268,6 +269,7 @@ CREATE TABLE sam.accounts (
     CONSTRAINT accounts_daily_invite_cap_range CHECK (daily_invite_cap BETWEEN 0 AND 100),
     CONSTRAINT accounts_weekly_invite_cap_range CHECK (weekly_invite_cap BETWEEN 0 AND 200),
     CONSTRAINT accounts_daily_message_cap_range CHECK (daily_message_cap BETWEEN 0 AND 150),
+    CONSTRAINT accounts_max_pending_invitations_range CHECK (max_pending_invitations BETWEEN 0 AND 3000),
     CONSTRAINT accounts_spacing_range CHECK (spacing_min >= interval '0' AND spacing_min <= spacing_max
         AND spacing_max <= interval '1 hour'),
     CONSTRAINT accounts_limit_pause_range CHECK (limit_pause BETWEEN interval '1 minute' AND interval '30 days'),
@@ -315,6 +317,7 @@ COMMENT ON COLUMN sam.accounts.own_provider_id IS 'The account''s own LinkedIn p
 COMMENT ON COLUMN sam.accounts.working_days IS 'ISO days of the week (1 = Monday) on which the account sends';
 COMMENT ON COLUMN sam.accounts.work_end IS 'End of the sending window, local time; 00:00 means midnight (end of day)';
 COMMENT ON COLUMN sam.accounts.weekly_invite_cap IS 'Invitations in any rolling 7 days';
+COMMENT ON COLUMN sam.accounts.max_pending_invitations IS 'No new invitation while this many wait for an answer (sent and not accepted, withdrawn or failed, or under way); NULL: no ceiling';
 COMMENT ON COLUMN sam.accounts.limit_pause IS 'How long the account''s invitations (or messages) pause after Unipile reports a LinkedIn limit (429, cannot_resend_yet, limit_exceeded); 24 hours at least when the last pause ended less than a day before';
 COMMENT ON COLUMN sam.accounts.messages_paused_until IS 'The account''s messages wait until then (a 429 on a message); invites_paused_until is the same for invitations';
 COMMENT ON COLUMN sam.accounts.next_action_at IS 'Earliest time of the account''s next action (random spacing between actions)';
@@ -716,7 +719,8 @@ CREATE FUNCTION sam.create_account(
     daily_message_cap integer DEFAULT 50,
     spacing_min interval DEFAULT '2 minutes',
     spacing_max interval DEFAULT '5 minutes',
-    own_provider_id text DEFAULT NULL
+    own_provider_id text DEFAULT NULL,
+    max_pending_invitations integer DEFAULT 500
 ) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -759,6 +763,11 @@ BEGIN
     IF daily_message_cap IS NULL OR daily_message_cap NOT BETWEEN 0 AND 150 THEN
         PERFORM sam._invalid('daily_message_cap', 'must be between 0 and 150');
     END IF;
+    -- (NULL: no ceiling)
+    IF max_pending_invitations NOT BETWEEN 0 AND 3000 THEN
+        PERFORM sam._invalid('max_pending_invitations', 'must be between 0 and 3000, or NULL for no ceiling',
+            'LinkedIn restricts accounts with too many invitations waiting for an answer; under 500 is the usual advice.');
+    END IF;
     IF spacing_min IS NULL OR spacing_max IS NULL OR spacing_min < interval '0'
        OR spacing_min > spacing_max OR spacing_max > interval '1 hour' THEN
         PERFORM sam._invalid('spacing_min', 'spacing must satisfy 0 <= spacing_min <= spacing_max <= 1 hour');
@@ -769,12 +778,13 @@ BEGIN
     -- (ON CONFLICT, not a look first: the same account created by two sessions at once gets the
     -- same error as one created before, not the primary key's name)
     INSERT INTO sam.accounts AS x (account_id, name, own_provider_id, time_zone, working_days, work_start, work_end,
-                              daily_invite_cap, weekly_invite_cap, daily_message_cap, spacing_min, spacing_max)
+                              daily_invite_cap, weekly_invite_cap, daily_message_cap, max_pending_invitations,
+                              spacing_min, spacing_max)
     VALUES (create_account.account_id, create_account.name, create_account.own_provider_id,
             create_account.time_zone, create_account.working_days::smallint[],
             create_account.work_start, create_account.work_end, create_account.daily_invite_cap,
             create_account.weekly_invite_cap, create_account.daily_message_cap,
-            create_account.spacing_min, create_account.spacing_max)
+            create_account.max_pending_invitations, create_account.spacing_min, create_account.spacing_max)
     ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING
     RETURNING * INTO a;
     IF a.account_id IS NULL THEN
@@ -1334,9 +1344,32 @@ BEGIN
 END $$;
 
 /*
+ * sam._pending_invitations counts an account's invitations waiting for an
+ * answer, up to p_limit: its prospects invited and not yet connected,
+ * withdrawn or failed, and its invitations under way (queued, in flight or
+ * to be retried; their prospects are still pending).  Only the sent ones
+ * are read past the limit's worth (prospects_campaign_status_idx, campaign
+ * by campaign), so an account far past its ceiling costs no more than one
+ * at it.  Invitations sent outside the engine (by hand) are not known here.
+ */
+CREATE FUNCTION sam._pending_invitations(p_account_id text, p_limit integer) RETURNS integer
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM (SELECT 1 FROM sam.campaigns c
+                                    JOIN sam.prospects p ON p.campaign_id = c.id
+                                   WHERE c.account_id = p_account_id AND p.status = 'connection_request_sent'
+                                   LIMIT p_limit) s)
+         + (SELECT count(*) FROM sam.outbox o
+             WHERE o.account_id = p_account_id AND o.finished_at IS NULL
+               AND o.kind = 'invite' AND o.state IN ('queued', 'in_flight', 'failed'));
+END $$;
+
+/*
  * sam._queue_invites queues connection requests for a running campaign's
- * pending prospects, within the account's state, working hours and caps,
- * spaced by the account's random spacing.  Prospects known only by public
+ * pending prospects, within the account's state, working hours, caps and
+ * ceiling of invitations waiting for an answer, spaced by the account's
+ * random spacing.  Prospects known only by public
  * identifier get a profile lookup first; its answer queues their invitation.
  * Returns what it did and, when it queued less than it could, why.
  *
@@ -1364,6 +1397,7 @@ DECLARE
     next_window timestamptz;
     ids bigint[];
     left_pending integer;
+    waiting integer;
 BEGIN
     SELECT * INTO c FROM sam.campaigns WHERE id = p_campaign_id;
     IF NOT FOUND OR c.status <> 'running' THEN
@@ -1385,6 +1419,14 @@ BEGIN
             a.weekly_invite_cap - sam._actions_since(a.account_id, '{invite}', now_t - interval '7 days'));
         IF remaining <= 0 THEN
             reason := 'invitation cap reached';
+        ELSIF a.max_pending_invitations IS NOT NULL THEN
+            waiting := sam._pending_invitations(a.account_id, a.max_pending_invitations);
+            IF waiting >= a.max_pending_invitations THEN
+                reason := format('pending invitation ceiling reached (max_pending_invitations %s)',
+                                 a.max_pending_invitations);
+            ELSE
+                remaining := least(remaining, a.max_pending_invitations - waiting);
+            END IF;
         END IF;
     END IF;
 

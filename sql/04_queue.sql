@@ -215,3 +215,31 @@ ROLLBACK;
 DELETE FROM sam.outbox WHERE account_id = 'acc-plan';
 DELETE FROM sam.accounts WHERE account_id = 'acc-plan';
 ANALYZE sam.outbox;
+
+-- The ceiling of invitations waiting for an answer (max_pending_invitations): those sent and not
+-- yet accepted, withdrawn or failed, and those under way, count; none is queued past it, and the
+-- answer says why (LinkedIn restricts accounts with too many invitations outstanding).  (In a
+-- transaction rolled back: the later tests count the queue.)
+BEGIN;
+SELECT sam.create_account('acc-ceil', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          daily_invite_cap => 100, weekly_invite_cap => 200,
+                          max_pending_invitations => 5)->'account'->'max_pending_invitations' AS ceiling;
+SELECT (sam.create_campaign('acc-ceil', 'Ceiling', NULL))->>'campaign_id' AS ceil_cid \gset
+SELECT (sam.add_prospects(:ceil_cid, (SELECT jsonb_agg(jsonb_build_object('provider_id', 'ACoCEIL' || i))
+                                       FROM generate_series(1, 12) i)))->>'inserted' AS inserted;
+-- three invited by an earlier run, still waiting
+UPDATE sam.prospects SET status = 'connection_request_sent', invited_at = sam.now()
+ WHERE id IN (SELECT id FROM sam.prospects WHERE campaign_id = :ceil_cid ORDER BY id LIMIT 3);
+SELECT sam.start_campaign(:ceil_cid) - 'campaign_id' AS started;
+-- the two queued count as waiting too
+SELECT sam.send_connection_requests(:ceil_cid) - 'campaign_id' AS at_ceiling;
+-- one accepted: one more may go
+UPDATE sam.prospects SET status = 'connected', connected_at = sam.now()
+ WHERE id = (SELECT min(id) FROM sam.prospects WHERE campaign_id = :ceil_cid);
+SELECT (sam.send_connection_requests(:ceil_cid))->'queued' AS after_an_acceptance;
+SELECT sam._pending_invitations('acc-ceil', 100) AS waiting;
+-- NULL: no ceiling (the caps still apply)
+UPDATE sam.accounts SET max_pending_invitations = NULL WHERE account_id = 'acc-ceil';
+SELECT sam.send_connection_requests(:ceil_cid) - 'campaign_id' AS without_ceiling;
+SELECT count(*) AS invitations_queued FROM sam.outbox WHERE account_id = 'acc-ceil' AND kind = 'invite';
+ROLLBACK;
