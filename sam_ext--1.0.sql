@@ -1814,6 +1814,39 @@ AS $$
 $$;
 
 /*
+ * sam._reply_check_first: a follow-up in a chat that exists (a second step
+ * or later) is sent only after a look at the chat's latest messages, right
+ * before it goes.  A reply whose webhook never came (lost, late: Unipile's
+ * webhooks can lag by hours) was otherwise answered by the next step of
+ * the sequence.  The claim sends the chat's messages request instead
+ * (sam._check_request); sam._on_success then stops the sequence if the
+ * prospect wrote, or queues the message to go at once, marked checked
+ * (context.reply_checked_at).  The claim writes the same test out inline.
+ */
+CREATE FUNCTION sam._reply_check_first(o sam.outbox) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT o.kind = 'send_message' AND NOT o.needs_check AND o.context->>'reply_checked_at' IS NULL
+           AND o.context->>'chat_id' IS NOT NULL
+$$;
+
+/*
+ * sam._chat_reply: the first message among a chat's latest (a MessageList)
+ * that the account did not send itself, NULL when none: the prospect wrote.
+ * LinkedIn's event messages (is_event) are not theirs.
+ */
+CREATE FUNCTION sam._chat_reply(resp jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m FROM jsonb_array_elements(CASE WHEN jsonb_typeof(resp->'items') = 'array' THEN resp->'items'
+                                            ELSE '[]' END) m
+     WHERE jsonb_typeof(m) = 'object'
+       AND coalesce(m->>'is_sender', '0') NOT IN ('1', 'true')
+       AND coalesce(m->>'is_event', '0') NOT IN ('1', 'true')
+     LIMIT 1
+$$;
+
+/*
  * sam._may_go_then: an action the claim could take at t, as far as its
  * campaign (running or completed, or none) and the account's pause of
  * invitations say.  The spacing of actions moved to the next window counts
@@ -2011,11 +2044,18 @@ BEGIN
          WHERE o.id = ANY (ids) AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
         RETURNING o.*
     ), r AS (
+        -- (a follow-up in a known chat first reads the chat: sam._reply_check_first, written out
+        -- here, where a function call per row would cost every invitation ~2 us)
         SELECT cl.id AS rid,
-               CASE WHEN cl.needs_check THEN sam._check_request(cl) ELSE cl.request END AS req,
+               CASE WHEN cl.needs_check
+                         OR (cl.kind = 'send_message' AND cl.context->>'reply_checked_at' IS NULL
+                             AND cl.context->>'chat_id' IS NOT NULL)
+                    THEN sam._check_request(cl) ELSE cl.request END AS req,
                -- a message sent twice reaches a person twice: never on a reused connection, which
                -- libcurl would silently use again after a reset (a second invitation is refused)
-               cl.kind IN ('start_chat', 'send_message', 'notify') AND NOT cl.needs_check AS fresh
+               cl.kind IN ('start_chat', 'send_message', 'notify') AND NOT cl.needs_check
+               AND NOT (cl.kind = 'send_message' AND cl.context->>'reply_checked_at' IS NULL
+                        AND cl.context->>'chat_id' IS NOT NULL) AS fresh
           FROM claimed cl
     )
     SELECT r.rid, r.req, r.fresh
@@ -2244,6 +2284,26 @@ BEGIN
 END $$;
 
 /*
+ * sam._replied_in_chat: a message not to be sent (o, in flight), because
+ * the chat's latest messages (resp) show one of the prospect's: the call is
+ * cancelled with why, and the prospect has replied (its sequence stops).
+ */
+CREATE FUNCTION sam._replied_in_chat(o sam.outbox, resp jsonb, why text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    now_t timestamptz := sam.now();
+    pr sam.prospects;
+BEGIN
+    UPDATE sam.outbox SET state = 'cancelled', finished_at = now_t, updated_at = now_t, response = resp, error = why
+     WHERE id = o.id;
+    SELECT * INTO pr FROM sam.prospects WHERE id = o.prospect_id FOR UPDATE;
+    IF FOUND THEN
+        PERFORM sam._prospect_replied(pr, coalesce(o.context->>'chat_id', pr.chat_id), now_t);
+    END IF;
+END $$;
+
+/*
  * sam._on_success applies a 2xx answer.  For a row whose outcome had to be
  * checked, the answer is the check's: the action is finished when it is
  * found to have happened, and sent again otherwise.
@@ -2255,6 +2315,20 @@ DECLARE
     now_t timestamptz := sam.now();
     c sam.campaigns;
 BEGIN
+    IF sam._reply_check_first(o) THEN
+        -- the look at the chat before a follow-up: did the prospect write?
+        IF sam._chat_reply(resp) IS NOT NULL THEN
+            PERFORM sam._replied_in_chat(o, resp, 'checked before sending: the prospect replied in the chat');
+        ELSE
+            -- the message itself goes at once (the look was no attempt at it)
+            UPDATE sam.outbox SET state = 'queued', not_before = now_t, attempts = greatest(o.attempts - 1, 0),
+                                  http_status = NULL, response = resp, updated_at = now_t, error = NULL,
+                                  context = o.context || jsonb_build_object('reply_checked_at', now_t)
+             WHERE id = o.id;
+        END IF;
+        RETURN;
+    END IF;
+
     IF o.needs_check AND o.kind IN ('start_chat', 'send_message') THEN
         -- the check lists the chat's latest messages: is ours there?
         IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(resp->'items', '[]')) m
@@ -2264,10 +2338,18 @@ BEGIN
                                   error = 'checked: the earlier attempt had been delivered'
              WHERE id = o.id;
             PERFORM sam._message_delivered(o, NULL);
+        ELSIF sam._chat_reply(resp) IS NOT NULL THEN
+            -- not delivered, and the prospect wrote meanwhile: the sequence stops there
+            PERFORM sam._replied_in_chat(o, resp,
+                'checked: the earlier attempt was not delivered, and the prospect replied in the chat');
         ELSE
             UPDATE sam.outbox SET state = 'queued', needs_check = false, not_before = now_t,
                                   attempts = greatest(o.attempts - 1, 0), response = resp, updated_at = now_t,
-                                  error = 'checked: the earlier attempt was not delivered'
+                                  error = 'checked: the earlier attempt was not delivered',
+                                  -- (the chat was just read: no second look before the send)
+                                  context = CASE WHEN o.kind = 'send_message'
+                                                 THEN o.context || jsonb_build_object('reply_checked_at', now_t)
+                                                 ELSE o.context END
              WHERE id = o.id;
         END IF;
         RETURN;

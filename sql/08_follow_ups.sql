@@ -207,3 +207,31 @@ SELECT c.name, o.state, date_trunc('day', o.not_before) AS day, count(*), count(
   FROM sam.outbox o JOIN sam.campaigns c ON c.id = o.campaign_id
  WHERE o.account_id = 'acc-hold' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
 ROLLBACK;
+-- A follow-up in a chat that exists is sent only after a look at the chat (a reply whose webhook
+-- never came stops the sequence): the claim sends the chat's messages request first; no message
+-- of the prospect (ours and LinkedIn's events only) queues the follow-up to go at once, checked;
+-- one of theirs cancels it and the prospect has replied.
+BEGIN;
+SELECT sam.create_account('acc-look', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          spacing_min => '0', spacing_max => '0')->>'success';
+SELECT (sam.create_campaign('acc-look', 'Look', NULL,
+        '[{"delay": "1 hour", "template": "one"}, {"delay": "1 day", "template": "two"}]'))->>'campaign_id' AS lk \gset
+SELECT (sam.add_prospects(:lk, '[{"provider_id": "ACoLOOK1"}, {"provider_id": "ACoLOOK2"}]'))->>'inserted';
+UPDATE sam.campaigns SET status = 'running', started_at = sam.now() WHERE id = :lk;
+UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interval '2 days', follow_up_sequence_index = 1,
+                         chat_id = 'chat-' || provider_id, follow_up_due_at = sam.now() - interval '1 minute'
+ WHERE account_id = 'acc-look';
+INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
+SELECT r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
+CREATE TEMP TABLE look1 AS SELECT c.* FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-look';
+SELECT method, path, query_names, query_values, fresh_connection FROM look1 ORDER BY id;
+SELECT sam._complete(array_agg(l.id ORDER BY l.id), ARRAY[200, 200],
+    ARRAY['{"object": "MessageList", "items": [{"text": "one", "is_sender": 1}, {"text": "Kim accepted", "is_sender": 0, "is_event": 1}], "cursor": null}',
+          '{"object": "MessageList", "items": [{"text": "Not for us, thanks", "is_sender": 0}, {"text": "one", "is_sender": 1}], "cursor": null}'],
+    ARRAY[NULL, NULL]::text[], ARRAY[1.0, 1.0]::float8[]) AS recorded FROM look1 l;
+SELECT p.provider_id, p.status, o.state, o.error, o.attempts, o.context ? 'reply_checked_at' AS checked
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-look' ORDER BY p.id;
+-- the checked one goes now, as the message itself, on a connection of its own
+SELECT method, path, form_names, form_values, fresh_connection
+  FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-look';
+ROLLBACK;

@@ -181,6 +181,25 @@ for my $i (0 .. 3)
 	is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoRP$i'"), 'replied', "ACoRP$i is replied");
 }
 
+# ---- a reply whose webhook never came: the chat is read before the next step ---
+# (no webhook is registered with the mock here: its person's reply is only in the chat)
+make_account('acc-lost');
+connected_campaign('acc-lost', undef,
+	{ provider_id => 'ACoLOST', first_name => 'Lou', reply_after_step => 1, reply_after_s => 60,
+	  reply_text => 'Not now, thanks' });
+advance(24 * 3600);
+is(run_follow_ups()->{sent}, 1, 'lost reply: FU1 goes');
+advance(5 * 86400);
+$r = run_follow_ups();
+is($r->{sent}, 0, 'lost reply: FU2 does not go');
+is($node->safe_psql('postgres', "SELECT status FROM sam.prospects WHERE provider_id = 'ACoLOST'"), 'replied',
+	'the reply found in the chat before FU2 stops the sequence');
+is_deeply([ our_messages('acc-lost', 'ACoLOST') ], ['FU1 for Lou'], 'only FU1 reached the prospect');
+is($node->safe_psql('postgres', "SELECT o.state || ': ' || o.error FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE p.provider_id = 'ACoLOST' AND o.kind = 'send_message'"),
+	'cancelled: checked before sending: the prospect replied in the chat', 'FU2 was cancelled after the look at the chat');
+my @looks = grep { $_->{method} eq 'GET' && $_->{path} =~ m{^/api/v1/chats/[^/]+/messages} } @{ mock_log($mock) };
+ok(scalar(@looks) >= 1, 'the chat was read (GET its messages)');
+
 # ---- a reply that lands while the message is queued cancels it ----------------
 make_account('acc-race');
 my $race = connected_campaign('acc-race', undef,
