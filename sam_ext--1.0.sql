@@ -1123,10 +1123,20 @@ DECLARE
     vars jsonb;
     all_vars jsonb;
     v text;
+    fn text;
+    ln text;
+    co text;
+    ti text;
     fields CONSTANT text[] := '{provider_id,public_identifier,profile_url,first_name,last_name,company,title,variables}';
+    -- (what a spreadsheet's export leaves around a value: a CSV's CRLF put "\r" after the last column)
+    blank CONSTANT text := E' \t\r\n\x0b\f';
 BEGIN
     IF jsonb_typeof(item) <> 'object' THEN
         RETURN jsonb_build_object('error', 'invalid prospect: must be a JSON object');
+    END IF;
+    -- (the stored size, read from the datum: no serialisation)
+    IF pg_column_size(item) > 32768 THEN
+        RETURN jsonb_build_object('error', 'invalid prospect: larger than 32 kB');
     END IF;
     -- (a query per item costs more than the rest of the checks: the keys are walked, in the
     -- order of the first error to report, only when a test of the whole item fails)
@@ -1181,9 +1191,22 @@ BEGIN
     IF vars <> '{}' AND jsonb_path_exists(vars, 'strict $.* ? (@.type() == "object" || @.type() == "array")') THEN
         RETURN jsonb_build_object('error', 'invalid variables: values must be strings, numbers or booleans');
     END IF;
-    all_vars := vars || jsonb_strip_nulls(jsonb_build_object(
-        'first_name', nullif(btrim(item->>'first_name'), ''), 'last_name', nullif(btrim(item->>'last_name'), ''),
-        'company', nullif(btrim(item->>'company'), ''), 'title', nullif(btrim(item->>'title'), '')));
+    fn := nullif(btrim(item->>'first_name', blank), '');
+    ln := nullif(btrim(item->>'last_name', blank), '');
+    co := nullif(btrim(item->>'company', blank), '');
+    ti := nullif(btrim(item->>'title', blank), '');
+    -- a name with a line break or another control character inside would go into messages as is
+    IF concat(fn, ln, co, ti) ~ '[\x01-\x1f\x7f]' THEN
+        RETURN jsonb_build_object('error', format('invalid %s: contains a control character (a line break, a tab...)',
+            CASE WHEN fn ~ '[\x01-\x1f\x7f]' THEN 'first_name' WHEN ln ~ '[\x01-\x1f\x7f]' THEN 'last_name'
+                 WHEN co ~ '[\x01-\x1f\x7f]' THEN 'company' ELSE 'title' END));
+    END IF;
+    IF greatest(char_length(fn), char_length(ln), char_length(co), char_length(ti)) > 1000 THEN
+        RETURN jsonb_build_object('error', format('invalid %s: longer than 1000 characters',
+            CASE WHEN char_length(fn) > 1000 THEN 'first_name' WHEN char_length(ln) > 1000 THEN 'last_name'
+                 WHEN char_length(co) > 1000 THEN 'company' ELSE 'title' END));
+    END IF;
+    all_vars := vars || jsonb_strip_nulls(jsonb_build_object('first_name', fn, 'last_name', ln, 'company', co, 'title', ti));
     FOREACH v IN ARRAY used LOOP
         IF char_length(all_vars->>v) > sam._variable_max_length(v) THEN
             RETURN jsonb_build_object('error', format('invalid %s: longer than %s characters', v, sam._variable_max_length(v)));
@@ -1195,9 +1218,7 @@ BEGIN
         END IF;
     END LOOP;
     RETURN jsonb_build_object('provider_id', pid, 'public_identifier', pub, 'profile_url', url,
-        'first_name', nullif(btrim(item->>'first_name'), ''), 'last_name', nullif(btrim(item->>'last_name'), ''),
-        'company', nullif(btrim(item->>'company'), ''), 'title', nullif(btrim(item->>'title'), ''),
-        'variables', vars);
+        'first_name', fn, 'last_name', ln, 'company', co, 'title', ti, 'variables', vars);
 END $$;
 
 CREATE FUNCTION sam.add_prospects(campaign_id bigint, prospects jsonb) RETURNS jsonb

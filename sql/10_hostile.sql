@@ -68,11 +68,16 @@ SELECT sam.add_prospects(c.id, '[{"provider_id": "ACoH5", "first_name": "a\u0000
   FROM sam.campaigns c WHERE c.account_id = 'acc-h';
 SELECT sam.add_prospects(:cid, jsonb_build_array(jsonb_build_object('provider_id', 'ACoH5',
        'first_name', convert_from('\xe282'::bytea, 'UTF8'))));
--- 1 MB: a field a template uses is held to its limit; others are stored whole
+-- 1 MB: an item over 32 kB is refused whole; under it, a field a template uses is held to its
+-- limit, a name to 1000 characters, and the rest (a variable no template uses) is stored whole
 SELECT sam.add_prospects(:cid, jsonb_build_array(jsonb_build_object('provider_id', 'ACoH6',
        'first_name', repeat('🚀', 1048576))))->'invalid_rows' AS invalid_rows;
+SELECT sam.add_prospects(:cid, jsonb_build_array(jsonb_build_object('provider_id', 'ACoH6',
+       'first_name', repeat('🚀', 41))))->'invalid_rows' AS invalid_rows;
 SELECT sam.add_prospects(:cid, jsonb_build_array(jsonb_build_object('provider_id', 'ACoH7', 'first_name', 'Kim',
-       'title', repeat('é', 1048576), 'variables', jsonb_build_object('bio', repeat('%s', 524288)))))->'inserted' AS inserted;
+       'title', repeat('é', 1048576))))->'invalid_rows' AS invalid_rows;
+SELECT sam.add_prospects(:cid, jsonb_build_array(jsonb_build_object('provider_id', 'ACoH7', 'first_name', 'Kim',
+       'title', repeat('é', 1000), 'variables', jsonb_build_object('bio', repeat('%s', 8000)))))->'inserted' AS inserted;
 SELECT length(title), length(variables->>'bio'), sam.render_template(c.connection_note, sam._prospect_vars(p)) AS note
   FROM sam.prospects p JOIN sam.campaigns c ON c.id = p.campaign_id WHERE p.provider_id = 'ACoH7';
 SELECT sam.add_prospects(:cid, jsonb_build_array(jsonb_build_object('provider_id', repeat('A', 1048576))))->'invalid_rows' AS invalid_rows;

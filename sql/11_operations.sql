@@ -167,7 +167,7 @@ SELECT c.name, p.provider_id, p.public_identifier ~ '^anonymised-' AS anonymised
   FROM sam.prospects p JOIN sam.campaigns c ON c.id = p.campaign_id WHERE p.account_id = 'acc-g' ORDER BY c.id;
 SELECT name, prospects, connected, completed FROM sam.campaign_funnel WHERE account_id = 'acc-g' ORDER BY campaign_id;
 -- its times are kept to the day (the exact time of a relation named the member); what pointed at it is gone
-SELECT connected_at FROM sam.prospects WHERE public_identifier ~ '^anonymised-';
+SELECT connected_at FROM sam.prospects WHERE public_identifier ~ '^anonymised-' ORDER BY connected_at NULLS FIRST;
 SELECT request, response, context FROM sam.outbox WHERE idempotency_key = 'g-msg';
 SELECT count(*) AS its_notifications FROM sam.notifications WHERE dedupe_key = 'g-replied';
 SELECT count(*) AS its_webhooks FROM sam.webhook_events WHERE dedupe_key = 'g-reply';
