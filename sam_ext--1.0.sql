@@ -252,6 +252,7 @@ CREATE TABLE sam.accounts (
     weekly_invite_cap integer NOT NULL DEFAULT 100,
     daily_message_cap integer NOT NULL DEFAULT 50,
     max_pending_invitations integer DEFAULT 500,
+    invite_ramp_days integer NOT NULL DEFAULT 0,
     spacing_min interval NOT NULL DEFAULT '2 minutes',
     spacing_max interval NOT NULL DEFAULT '5 minutes',
     limit_pause interval NOT NULL DEFAULT '6 hours',
@@ -270,6 +271,7 @@ CREATE TABLE sam.accounts (
     CONSTRAINT accounts_weekly_invite_cap_range CHECK (weekly_invite_cap BETWEEN 0 AND 200),
     CONSTRAINT accounts_daily_message_cap_range CHECK (daily_message_cap BETWEEN 0 AND 150),
     CONSTRAINT accounts_max_pending_invitations_range CHECK (max_pending_invitations BETWEEN 0 AND 3000),
+    CONSTRAINT accounts_invite_ramp_days_range CHECK (invite_ramp_days BETWEEN 0 AND 90),
     CONSTRAINT accounts_spacing_range CHECK (spacing_min >= interval '0' AND spacing_min <= spacing_max
         AND spacing_max <= interval '1 hour'),
     CONSTRAINT accounts_limit_pause_range CHECK (limit_pause BETWEEN interval '1 minute' AND interval '30 days'),
@@ -317,6 +319,7 @@ COMMENT ON COLUMN sam.accounts.own_provider_id IS 'The account''s own LinkedIn p
 COMMENT ON COLUMN sam.accounts.working_days IS 'ISO days of the week (1 = Monday) on which the account sends';
 COMMENT ON COLUMN sam.accounts.work_end IS 'End of the sending window, local time; 00:00 means midnight (end of day)';
 COMMENT ON COLUMN sam.accounts.weekly_invite_cap IS 'Invitations in any rolling 7 days';
+COMMENT ON COLUMN sam.accounts.invite_ramp_days IS 'Warm-up: for this many days after the account was created, its daily invitation cap starts at 5 and grows linearly to daily_invite_cap (0: none)';
 COMMENT ON COLUMN sam.accounts.max_pending_invitations IS 'No new invitation while this many wait for an answer (sent and not accepted, withdrawn or failed, or under way); NULL: no ceiling';
 COMMENT ON COLUMN sam.accounts.limit_pause IS 'How long the account''s invitations (or messages) pause after Unipile reports a LinkedIn limit (429, cannot_resend_yet, limit_exceeded); 24 hours at least when the last pause ended less than a day before';
 COMMENT ON COLUMN sam.accounts.messages_paused_until IS 'The account''s messages wait until then (a 429 on a message); invites_paused_until is the same for invitations';
@@ -720,7 +723,8 @@ CREATE FUNCTION sam.create_account(
     spacing_min interval DEFAULT '2 minutes',
     spacing_max interval DEFAULT '5 minutes',
     own_provider_id text DEFAULT NULL,
-    max_pending_invitations integer DEFAULT 500
+    max_pending_invitations integer DEFAULT 500,
+    invite_ramp_days integer DEFAULT 0
 ) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -763,6 +767,10 @@ BEGIN
     IF daily_message_cap IS NULL OR daily_message_cap NOT BETWEEN 0 AND 150 THEN
         PERFORM sam._invalid('daily_message_cap', 'must be between 0 and 150');
     END IF;
+    IF invite_ramp_days IS NULL OR invite_ramp_days NOT BETWEEN 0 AND 90 THEN
+        PERFORM sam._invalid('invite_ramp_days', 'must be between 0 (no warm-up) and 90 days',
+            'A new LinkedIn account is usually warmed up over 14 to 28 days.');
+    END IF;
     -- (NULL: no ceiling)
     IF max_pending_invitations NOT BETWEEN 0 AND 3000 THEN
         PERFORM sam._invalid('max_pending_invitations', 'must be between 0 and 3000, or NULL for no ceiling',
@@ -779,12 +787,13 @@ BEGIN
     -- same error as one created before, not the primary key's name)
     INSERT INTO sam.accounts AS x (account_id, name, own_provider_id, time_zone, working_days, work_start, work_end,
                               daily_invite_cap, weekly_invite_cap, daily_message_cap, max_pending_invitations,
-                              spacing_min, spacing_max)
+                              invite_ramp_days, spacing_min, spacing_max)
     VALUES (create_account.account_id, create_account.name, create_account.own_provider_id,
             create_account.time_zone, create_account.working_days::smallint[],
             create_account.work_start, create_account.work_end, create_account.daily_invite_cap,
             create_account.weekly_invite_cap, create_account.daily_message_cap,
-            create_account.max_pending_invitations, create_account.spacing_min, create_account.spacing_max)
+            create_account.max_pending_invitations, create_account.invite_ramp_days,
+            create_account.spacing_min, create_account.spacing_max)
     ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING
     RETURNING * INTO a;
     IF a.account_id IS NULL THEN
@@ -1365,6 +1374,23 @@ BEGIN
 END $$;
 
 /*
+ * sam._invite_cap: the account's daily invitation cap at t.  During its
+ * warm-up (invite_ramp_days after it was created) the cap starts at 5 and
+ * grows linearly to daily_invite_cap: a new LinkedIn account that sends
+ * its full volume from the first day is the one restricted first.
+ */
+CREATE FUNCTION sam._invite_cap(a sam.accounts, t timestamptz) RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN a.invite_ramp_days > 0 AND t < a.created_at + make_interval(days => a.invite_ramp_days)
+                THEN least(a.daily_invite_cap,
+                           5 + floor((a.daily_invite_cap - 5)
+                                     * extract(epoch FROM greatest(t - a.created_at, interval '0'))
+                                     / (a.invite_ramp_days * 86400.0))::integer)
+                ELSE a.daily_invite_cap END
+$$;
+
+/*
  * sam._pending_invitations counts an account's invitations waiting for an
  * answer, up to p_limit: its prospects invited and not yet connected,
  * withdrawn or failed, and its invitations under way (queued, in flight or
@@ -1419,6 +1445,7 @@ DECLARE
     ids bigint[];
     left_pending integer;
     waiting integer;
+    cap integer;
 BEGIN
     SELECT * INTO c FROM sam.campaigns WHERE id = p_campaign_id;
     IF NOT FOUND OR c.status <> 'running' THEN
@@ -1435,11 +1462,13 @@ BEGIN
         next_window := sam._next_window_start(a, now_t);
         reason := format('outside working hours; next window starts %s', next_window);
     ELSE
+        cap := sam._invite_cap(a, now_t);
         remaining := least(
-            a.daily_invite_cap - sam._actions_since(a.account_id, '{invite}', sam._local_day_start(a, now_t)),
+            cap - sam._actions_since(a.account_id, '{invite}', sam._local_day_start(a, now_t)),
             a.weekly_invite_cap - sam._actions_since(a.account_id, '{invite}', now_t - interval '7 days'));
         IF remaining <= 0 THEN
-            reason := 'invitation cap reached';
+            reason := 'invitation cap reached'
+                      || CASE WHEN cap < a.daily_invite_cap THEN format(' (warm-up: %s today)', cap) ELSE '' END;
         ELSIF a.max_pending_invitations IS NOT NULL THEN
             waiting := sam._pending_invitations(a.account_id, a.max_pending_invitations);
             IF waiting >= a.max_pending_invitations THEN

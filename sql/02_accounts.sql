@@ -32,6 +32,8 @@ SELECT sam.create_account('x', weekly_invite_cap => 201);
 SELECT sam.create_account('x', daily_message_cap => 151);
 SELECT sam.create_account('x', max_pending_invitations => 3001);
 SELECT sam.create_account('x', max_pending_invitations => -1);
+SELECT sam.create_account('x', invite_ramp_days => 91);
+SELECT sam.create_account('x', invite_ramp_days => NULL);
 SELECT sam.create_account('x', spacing_min => '5 min', spacing_max => '2 min');
 SELECT sam.create_account('x', own_provider_id => 'not an id');
 SELECT count(*) AS accounts FROM sam.accounts;

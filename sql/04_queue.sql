@@ -243,3 +243,23 @@ UPDATE sam.accounts SET max_pending_invitations = NULL WHERE account_id = 'acc-c
 SELECT sam.send_connection_requests(:ceil_cid) - 'campaign_id' AS without_ceiling;
 SELECT count(*) AS invitations_queued FROM sam.outbox WHERE account_id = 'acc-ceil' AND kind = 'invite';
 ROLLBACK;
+
+-- A new account's warm-up (invite_ramp_days): its daily invitation cap starts at 5 and grows
+-- linearly to daily_invite_cap over that many days from its creation.  (Rolled back.)
+BEGIN;
+SELECT sam.create_account('acc-ramp', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          daily_invite_cap => 25, weekly_invite_cap => 200, spacing_min => '0', spacing_max => '0',
+                          invite_ramp_days => 10)->'account'->'invite_ramp_days' AS ramp_days;
+SELECT (sam.create_campaign('acc-ramp', 'Ramp', NULL))->>'campaign_id' AS ramp_cid \gset
+SELECT (sam.add_prospects(:ramp_cid, (SELECT jsonb_agg(jsonb_build_object('provider_id', 'ACoRAMP' || i))
+                                       FROM generate_series(1, 100) i)))->>'inserted' AS inserted;
+SELECT sam.start_campaign(:ramp_cid) - 'campaign_id' AS day0;
+SELECT sam.advance_clock('5 days')->>'now' IS NOT NULL AS day5;
+SELECT (sam.send_connection_requests(:ramp_cid))->'queued' AS queued_day5;   -- 5 + 20 * 5/10
+SELECT sam.send_connection_requests(:ramp_cid)->>'reason' AS reason_day5;
+SELECT sam.advance_clock('5 days')->>'now' IS NOT NULL AS day10;
+SELECT (sam.send_connection_requests(:ramp_cid))->'queued' AS queued_day10;  -- the full cap
+SELECT sam._invite_cap(a, a.created_at + interval '1 day') AS cap_day1,
+       sam._invite_cap(a, a.created_at - interval '1 day') AS cap_before_creation
+  FROM sam.accounts a WHERE account_id = 'acc-ramp';
+ROLLBACK;
