@@ -52,10 +52,12 @@ typedef struct SamHeaderSet
 	struct curl_slist *json;	/* the same, and Content-Type: application/json */
 	char	   *key;			/* the API key in "X-API-KEY: ..." (NULL: none) */
 	int			refs;			/* transfers using it */
+	struct SamHeaderSet *next;	/* in the list of retired sets */
 } SamHeaderSet;
 
 static SamHeaderSet *keyed_headers = NULL;	/* the current API key's */
 static SamHeaderSet *keyless_headers = NULL;	/* notification hooks' */
+static SamHeaderSet *retired_headers = NULL;	/* replaced, still used by transfers */
 
 static void free_header_set(SamHeaderSet *set);
 
@@ -125,11 +127,18 @@ sam_http_shutdown(void)
 		curl_multi_cleanup(multi);
 		multi = NULL;
 	}
-	/* after the multi handle: transfers still on it used them (the key's copy is wiped) */
+	/* after the multi handle: transfers still on it used them (the key's copies are wiped) */
 	free_header_set(keyed_headers);
 	keyed_headers = NULL;
 	free_header_set(keyless_headers);
 	keyless_headers = NULL;
+	while (retired_headers)
+	{
+		SamHeaderSet *set = retired_headers;
+
+		retired_headers = set->next;
+		free_header_set(set);
+	}
 	curl_global_cleanup();
 }
 
@@ -326,6 +335,25 @@ build_header_list(const char *api_key, bool json)
 }
 
 /*
+ * retire_header_set takes a set that is no longer current out of use: freed
+ * (its copy of the key wiped) now, or by its last transfer, and at exit in
+ * any case.
+ */
+static void
+retire_header_set(SamHeaderSet *set)
+{
+	if (set == NULL)
+		return;
+	if (set->refs == 0)
+		free_header_set(set);
+	else
+	{
+		set->next = retired_headers;
+		retired_headers = set;
+	}
+}
+
+/*
  * header_set returns the header lists of a request sent with api_key (NULL
  * or empty: none), building them when the key is new, and counts the
  * request as one of their users.
@@ -358,9 +386,7 @@ header_set(const char *api_key)
 			/* the key as it is in the list (no copy of it of our own) */
 			fresh->key = fresh->plain->next->next->data + strlen("X-API-KEY: ");
 		}
-		/* the set replaced goes once its last transfer is released */
-		if (set != NULL && set->refs == 0)
-			free_header_set(set);
+		retire_header_set(set);
 		*slot = set = fresh;
 	}
 	set->refs++;
@@ -372,7 +398,18 @@ static void
 release_header_set(SamHeaderSet *set)
 {
 	if (--set->refs == 0 && set != keyed_headers && set != keyless_headers)
+	{
+		SamHeaderSet **p;
+
+		/* a retired set: its last transfer is over */
+		for (p = &retired_headers; *p; p = &(*p)->next)
+			if (*p == set)
+			{
+				*p = set->next;
+				break;
+			}
 		free_header_set(set);
+	}
 }
 
 /*
@@ -430,8 +467,7 @@ sam_http_forget_api_key(void)
 	SamHeaderSet *set = keyed_headers;
 
 	keyed_headers = NULL;
-	if (set != NULL && set->refs == 0)
-		free_header_set(set);
+	retire_header_set(set);
 }
 
 /*
