@@ -1374,20 +1374,21 @@ BEGIN
 END $$;
 
 /*
- * sam._invite_cap: the account's daily invitation cap at t.  During its
- * warm-up (invite_ramp_days after it was created) the cap starts at 5 and
- * grows linearly to daily_invite_cap: a new LinkedIn account that sends
- * its full volume from the first day is the one restricted first.
+ * sam._invite_cap: the account's daily invitation cap on the (local) day of
+ * t.  During its warm-up (the first invite_ramp_days local days, the day it
+ * was created being day 0) the cap starts at 5 and grows linearly to
+ * daily_invite_cap, by whole days (the day's count restarts at local
+ * midnight, so a cap that grew by the hour would let an afternoon send more
+ * than the morning counted): a new LinkedIn account that sends its full
+ * volume from the first day is the one restricted first.
  */
 CREATE FUNCTION sam._invite_cap(a sam.accounts, t timestamptz) RETURNS integer
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN a.invite_ramp_days > 0 AND t < a.created_at + make_interval(days => a.invite_ramp_days)
-                THEN least(a.daily_invite_cap,
-                           5 + floor((a.daily_invite_cap - 5)
-                                     * extract(epoch FROM greatest(t - a.created_at, interval '0'))
-                                     / (a.invite_ramp_days * 86400.0))::integer)
+    SELECT CASE WHEN a.invite_ramp_days > 0 AND d.n < a.invite_ramp_days
+                THEN least(a.daily_invite_cap, 5 + (a.daily_invite_cap - 5) * greatest(d.n, 0) / a.invite_ramp_days)
                 ELSE a.daily_invite_cap END
+      FROM (SELECT (t AT TIME ZONE a.time_zone)::date - (a.created_at AT TIME ZONE a.time_zone)::date AS n) d
 $$;
 
 /*

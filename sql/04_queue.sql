@@ -259,7 +259,9 @@ SELECT (sam.send_connection_requests(:ramp_cid))->'queued' AS queued_day5;   -- 
 SELECT sam.send_connection_requests(:ramp_cid)->>'reason' AS reason_day5;
 SELECT sam.advance_clock('5 days')->>'now' IS NOT NULL AS day10;
 SELECT (sam.send_connection_requests(:ramp_cid))->'queued' AS queued_day10;  -- the full cap
+-- by whole local days: the day's count restarts at midnight, so the cap does not grow within it
 SELECT sam._invite_cap(a, a.created_at + interval '1 day') AS cap_day1,
-       sam._invite_cap(a, a.created_at - interval '1 day') AS cap_before_creation
+       sam._invite_cap(a, a.created_at - interval '1 day') AS cap_before_creation,
+       sam._invite_cap(a, sam._local_day_start(a, a.created_at) + interval '23 hours 59 minutes') AS cap_day0_evening
   FROM sam.accounts a WHERE account_id = 'acc-ramp';
 ROLLBACK;
