@@ -1160,14 +1160,14 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    pid := nullif(btrim(item->>'provider_id'), '');
-    pub := btrim(item->>'public_identifier');
+    pid := nullif(btrim(item->>'provider_id', blank), '');
+    pub := btrim(item->>'public_identifier', blank);
     -- (the call only when there is something to decode: a plpgsql call per item costs)
     pub := nullif(lower(CASE WHEN strpos(pub, '%') > 0 THEN sam._url_decode(pub) ELSE pub END), '');
-    IF pub IS NULL AND nullif(btrim(item->>'public_identifier'), '') IS NOT NULL THEN
+    IF pub IS NULL AND nullif(btrim(item->>'public_identifier', blank), '') IS NOT NULL THEN
         RETURN jsonb_build_object('error', 'invalid public_identifier: its percent-encoding is not UTF-8');
     END IF;
-    url := nullif(btrim(item->>'profile_url'), '');
+    url := nullif(btrim(item->>'profile_url', blank), '');
     IF pid IS NOT NULL AND pid !~ '^[A-Za-z0-9_-]{4,200}$' THEN
         RETURN jsonb_build_object('error', 'invalid provider_id: must be a LinkedIn provider id such as ACoAA...');
     END IF;
@@ -1200,15 +1200,23 @@ BEGIN
     IF vars <> '{}' AND jsonb_path_exists(vars, 'strict $.* ? (@.type() == "object" || @.type() == "array")') THEN
         RETURN jsonb_build_object('error', 'invalid variables: values must be strings, numbers or booleans');
     END IF;
+    -- (a custom column may be the CSV's last one too)
+    IF vars <> '{}' AND EXISTS (SELECT 1 FROM jsonb_each_text(vars) e WHERE e.value <> btrim(e.value, blank)) THEN
+        SELECT jsonb_object_agg(e.key, CASE WHEN jsonb_typeof(e.value) = 'string'
+                                            THEN to_jsonb(btrim(e.value #>> '{}', blank)) ELSE e.value END)
+          INTO vars FROM jsonb_each(vars) e;
+    END IF;
     fn := nullif(btrim(item->>'first_name', blank), '');
     ln := nullif(btrim(item->>'last_name', blank), '');
     co := nullif(btrim(item->>'company', blank), '');
     ti := nullif(btrim(item->>'title', blank), '');
     -- a name with a line break or another control character inside would go into messages as is
-    IF concat(fn, ln, co, ti) ~ '[\x01-\x1f\x7f]' THEN
+    -- (C0 and C1 controls, DEL, the line and paragraph separators)
+    IF concat(fn, ln, co, ti) ~ '[\x01-\x1f\x7f-\x9f\u2028\u2029]' THEN
         RETURN jsonb_build_object('error', format('invalid %s: contains a control character (a line break, a tab...)',
-            CASE WHEN fn ~ '[\x01-\x1f\x7f]' THEN 'first_name' WHEN ln ~ '[\x01-\x1f\x7f]' THEN 'last_name'
-                 WHEN co ~ '[\x01-\x1f\x7f]' THEN 'company' ELSE 'title' END));
+            CASE WHEN fn ~ '[\x01-\x1f\x7f-\x9f\u2028\u2029]' THEN 'first_name'
+                 WHEN ln ~ '[\x01-\x1f\x7f-\x9f\u2028\u2029]' THEN 'last_name'
+                 WHEN co ~ '[\x01-\x1f\x7f-\x9f\u2028\u2029]' THEN 'company' ELSE 'title' END));
     END IF;
     IF greatest(char_length(fn), char_length(ln), char_length(co), char_length(ti)) > 1000 THEN
         RETURN jsonb_build_object('error', format('invalid %s: longer than 1000 characters',

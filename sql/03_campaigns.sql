@@ -70,8 +70,9 @@ SELECT sam.add_prospects(1, '{"provider_id": "x"}');
 SELECT sam.add_prospects(999, '[]');
 SELECT sam.add_prospects(1, NULL);
 -- names as spreadsheets export them: blanks around a value (a CSV's CRLF leaves "\r" after the
--- last column) are trimmed; a control character inside a name, a name over 1000 characters and an
--- item over 32 kB are refused (rolled back, the ids given back)
+-- last column, which may be an identifier or a variable) are trimmed; a control character inside a
+-- name (C0, DEL or C1), a name over 1000 characters and an item over 32 kB are refused (rolled
+-- back, the ids given back)
 SELECT last_value AS prospects_seq0 FROM sam.prospects_id_seq \gset
 BEGIN;
 SELECT jsonb_pretty(sam.add_prospects(1, jsonb_build_array(
@@ -80,9 +81,11 @@ SELECT jsonb_pretty(sam.add_prospects(1, jsonb_build_array(
     jsonb_build_object('provider_id', 'ACoBL3', 'company', 'x', 'title', E'CTO\x07 of x'),
     jsonb_build_object('provider_id', 'ACoBL4', 'company', repeat('c', 1001)),
     jsonb_build_object('provider_id', 'ACoBL5', 'company', 'x', 'variables', jsonb_build_object('x', repeat('v', 40000))),
-    jsonb_build_object('provider_id', 'ACoBL6', 'first_name', 'Viv', 'last_name', 'Dave', 'company', 'Vvv')))
+    jsonb_build_object('provider_id', 'ACoBL6', 'first_name', 'Viv', 'last_name', 'Dave', 'company', 'Vvv'),
+    jsonb_build_object('provider_id', E'ACoBL7\r', 'company', 'x', 'variables', jsonb_build_object('topic', E' APIs\r', 'n', 2)),
+    jsonb_build_object('provider_id', 'ACoBL8', 'company', E'Acme\u0085Corp')))
     - 'prospect_ids' - 'campaign_id');
-SELECT provider_id, first_name, last_name, company FROM sam.prospects WHERE provider_id LIKE 'ACoBL%' ORDER BY id;
+SELECT provider_id, first_name, last_name, company, variables FROM sam.prospects WHERE provider_id LIKE 'ACoBL%' ORDER BY id;
 ROLLBACK;
 SELECT setval('sam.prospects_id_seq', :prospects_seq0) > 0 AS ids_given_back;
 
