@@ -1873,37 +1873,65 @@ AS $$
 $$;
 
 /*
- * sam._reply_check_first: a follow-up in a chat that exists (a second step
- * or later) is sent only after a look at the chat's latest messages, right
- * before it goes.  A reply whose webhook never came (lost, late: Unipile's
- * webhooks can lag by hours) was otherwise answered by the next step of
- * the sequence.  The claim sends the chat's messages request instead
- * (sam._check_request); sam._on_success then stops the sequence if the
- * prospect wrote, or queues the message to go at once, marked checked
- * (context.reply_checked_at).  The claim writes the same test out inline.
+ * sam._reply_check_first: the call in flight (o) is the look at the chat's
+ * latest messages that comes right before a follow-up into a chat that
+ * exists (a second step or later).  A reply whose webhook never came (lost,
+ * late: Unipile's webhooks can lag by hours) was otherwise answered by the
+ * next step of the sequence.  The claim marks the row (context.reading_chat)
+ * and sends the chat's messages request instead (sam._check_request); its
+ * answer stops the sequence if the prospect wrote (sam._on_success), or
+ * queues the message to go at once (context.reply_checked_at).  The read is
+ * not the message: a failure of it is no unknown outcome, and a 429 is
+ * retried, not taken for LinkedIn's limit on messages.
  */
 CREATE FUNCTION sam._reply_check_first(o sam.outbox) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT o.kind = 'send_message' AND NOT o.needs_check AND o.context->>'reply_checked_at' IS NULL
-           AND o.context->>'chat_id' IS NOT NULL
+    SELECT o.kind = 'send_message' AND NOT o.needs_check AND o.context->>'reading_chat' IS NOT NULL
 $$;
+
+-- sam._ts_or_null: a timestamp read from a JSON value, NULL when it is none
+CREATE FUNCTION sam._ts_or_null(v text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF v IS NULL OR v !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d' THEN
+        RETURN NULL;
+    END IF;
+    RETURN v::timestamptz;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END $$;
 
 /*
  * sam._chat_reply: the first message among a chat's latest (a MessageList)
- * that the account did not send itself, NULL when none: the prospect wrote.
- * LinkedIn's event messages (is_event) are not theirs.
+ * that the account did not send itself, and sent since the given time (the
+ * invitation, or the connection for a prospect not invited by the engine):
+ * the prospect wrote.  LinkedIn keeps one conversation per pair of people,
+ * so an older message of theirs is an earlier exchange, not a reply.
+ * LinkedIn's event messages (is_event) are not theirs; an undated message
+ * is taken for a reply (better no message than one after a reply).
  */
-CREATE FUNCTION sam._chat_reply(resp jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+CREATE FUNCTION sam._chat_reply(resp jsonb, since timestamptz) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT m FROM jsonb_array_elements(CASE WHEN jsonb_typeof(resp->'items') = 'array' THEN resp->'items'
-                                            ELSE '[]' END) m
-     WHERE jsonb_typeof(m) = 'object'
-       AND coalesce(m->>'is_sender', '0') NOT IN ('1', 'true')
-       AND coalesce(m->>'is_event', '0') NOT IN ('1', 'true')
-     LIMIT 1
-$$;
+DECLARE
+    m jsonb;
+    ts timestamptz;
+BEGIN
+    IF jsonb_typeof(resp->'items') IS DISTINCT FROM 'array' THEN
+        RETURN NULL;
+    END IF;
+    FOR m IN SELECT x FROM jsonb_array_elements(resp->'items') x LOOP
+        CONTINUE WHEN jsonb_typeof(m) <> 'object' OR coalesce(m->>'is_sender', '0') IN ('1', 'true')
+                      OR coalesce(m->>'is_event', '0') IN ('1', 'true');
+        ts := sam._ts_or_null(m->>'timestamp');
+        IF ts IS NULL OR since IS NULL OR ts >= since THEN
+            RETURN m;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
 
 /*
  * sam._may_go_then: an action the claim could take at t, as far as its
@@ -2099,22 +2127,27 @@ BEGIN
     RETURN QUERY
     WITH claimed AS (
         UPDATE sam.outbox o SET state = 'in_flight', attempts = o.attempts + 1, claimed_at = now_t,
-                                claimed_by = worker, updated_at = now_t
+                                claimed_by = worker, updated_at = now_t,
+                                -- a message into a known chat first reads the chat (sam._reply_check_first):
+                                -- marked here, so that the answer is known for the read's; read again when the
+                                -- last read is more than 10 minutes old (a hold, a pause or the night came between)
+                                context = CASE WHEN o.kind <> 'send_message' THEN o.context
+                                               WHEN NOT o.needs_check AND o.context->>'chat_id' IS NOT NULL
+                                                    AND NOT coalesce(sam._ts_or_null(o.context->>'reply_checked_at')
+                                                                     >= now_t - interval '10 minutes', false)
+                                               THEN o.context || '{"reading_chat": true}'
+                                               ELSE o.context - 'reading_chat' END
          WHERE o.id = ANY (ids) AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
         RETURNING o.*
     ), r AS (
-        -- (a follow-up in a known chat first reads the chat: sam._reply_check_first, written out
-        -- here, where a function call per row would cost every invitation ~2 us)
+        -- (sam._reply_check_first written out: a function call per row would cost every invitation)
         SELECT cl.id AS rid,
-               CASE WHEN cl.needs_check
-                         OR (cl.kind = 'send_message' AND cl.context->>'reply_checked_at' IS NULL
-                             AND cl.context->>'chat_id' IS NOT NULL)
+               CASE WHEN cl.needs_check OR (cl.kind = 'send_message' AND cl.context->>'reading_chat' IS NOT NULL)
                     THEN sam._check_request(cl) ELSE cl.request END AS req,
                -- a message sent twice reaches a person twice: never on a reused connection, which
                -- libcurl would silently use again after a reset (a second invitation is refused)
                cl.kind IN ('start_chat', 'send_message', 'notify') AND NOT cl.needs_check
-               AND NOT (cl.kind = 'send_message' AND cl.context->>'reply_checked_at' IS NULL
-                        AND cl.context->>'chat_id' IS NOT NULL) AS fresh
+               AND NOT (cl.kind = 'send_message' AND cl.context->>'reading_chat' IS NOT NULL) AS fresh
           FROM claimed cl
     )
     SELECT r.rid, r.req, r.fresh
@@ -2183,7 +2216,8 @@ DECLARE
 BEGIN
     UPDATE sam.outbox o
        SET state = 'queued', not_before = sam.now(), updated_at = sam.now(),
-           needs_check = o.needs_check OR sam._must_check(o.kind),
+           -- (a look at a chat before a message is no unknown outcome: the message was not sent)
+           needs_check = o.needs_check OR (sam._must_check(o.kind) AND NOT sam._reply_check_first(o)),
            attempts = greatest(o.attempts - 1, 0),
            error = 'in flight when the worker stopped; outcome to be checked'
      WHERE o.finished_at IS NULL AND o.state = 'in_flight'
@@ -2342,6 +2376,11 @@ BEGIN
        AND p.status IN ('connected', 'replied');
 END $$;
 
+-- sam._reply_since: from when a prospect's message in the chat is a reply (see sam._chat_reply)
+CREATE FUNCTION sam._reply_since(p_prospect_id bigint) RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce(p.invited_at, p.connected_at) FROM sam.prospects p WHERE p.id = p_prospect_id $$;
+
 /*
  * sam._replied_in_chat: a message not to be sent (o, in flight), because
  * the chat's latest messages (resp) show one of the prospect's: the call is
@@ -2376,13 +2415,16 @@ DECLARE
 BEGIN
     IF sam._reply_check_first(o) THEN
         -- the look at the chat before a follow-up: did the prospect write?
-        IF sam._chat_reply(resp) IS NOT NULL THEN
+        IF jsonb_typeof(resp->'items') IS DISTINCT FROM 'array' THEN
+            -- not an answer to read: look again (the message does not go unchecked)
+            PERFORM sam._retry(o, 'bad_response', 'the chat''s messages came without a list of items', false);
+        ELSIF sam._chat_reply(resp, sam._reply_since(o.prospect_id)) IS NOT NULL THEN
             PERFORM sam._replied_in_chat(o, resp, 'checked before sending: the prospect replied in the chat');
         ELSE
             -- the message itself goes at once (the look was no attempt at it)
             UPDATE sam.outbox SET state = 'queued', not_before = now_t, attempts = greatest(o.attempts - 1, 0),
                                   http_status = NULL, response = resp, updated_at = now_t, error = NULL,
-                                  context = o.context || jsonb_build_object('reply_checked_at', now_t)
+                                  context = o.context - 'reading_chat' || jsonb_build_object('reply_checked_at', now_t)
              WHERE id = o.id;
         END IF;
         RETURN;
@@ -2397,7 +2439,7 @@ BEGIN
                                   error = 'checked: the earlier attempt had been delivered'
              WHERE id = o.id;
             PERFORM sam._message_delivered(o, NULL);
-        ELSIF sam._chat_reply(resp) IS NOT NULL THEN
+        ELSIF sam._chat_reply(resp, sam._reply_since(o.prospect_id)) IS NOT NULL THEN
             -- not delivered, and the prospect wrote meanwhile: the sequence stops there
             PERFORM sam._replied_in_chat(o, resp,
                 'checked: the earlier attempt was not delivered, and the prospect replied in the chat');
@@ -2562,7 +2604,7 @@ BEGIN
     END IF;
     IF p_error IS NOT NULL THEN
         PERFORM sam._retry(o, CASE WHEN p_error LIKE 'timeout%' THEN 'timeout' ELSE 'network' END,
-                           p_error, sam._is_action(o.kind));
+                           p_error, sam._is_action(o.kind) AND NOT sam._reply_check_first(o));
         RETURN;
     END IF;
 
@@ -2582,7 +2624,7 @@ BEGIN
         IF resp IS NULL OR jsonb_typeof(resp) <> 'object' THEN
             -- the action may have happened: check before any resend
             PERFORM sam._retry(o, 'bad_response', format('HTTP %s with a body that is not a JSON object', p_status),
-                               sam._is_action(o.kind));
+                               sam._is_action(o.kind) AND NOT sam._reply_check_first(o));
         ELSE
             PERFORM sam._on_success(o, resp);
         END IF;
@@ -2593,7 +2635,7 @@ BEGIN
     detail := coalesce(CASE WHEN jsonb_typeof(resp) = 'object' THEN coalesce(resp->>'detail', resp->>'title') END,
                        format('HTTP %s', p_status));
 
-    IF p_status = 429 AND o.kind IN ('invite', 'start_chat', 'send_message') THEN
+    IF p_status = 429 AND o.kind IN ('invite', 'start_chat', 'send_message') AND NOT sam._reply_check_first(o) THEN
         -- too many requests: LinkedIn's or Unipile's limit for the account, not this call's fault
         PERFORM sam._limit_reached(o, coalesce(etype, 'http_429'), detail);
         RETURN;
@@ -2602,7 +2644,7 @@ BEGIN
         -- the outcome is unknown unless Unipile itself answered with its error body; a first message
         -- can only be checked once its chat is known, so Unipile's own refusal is taken at its word
         PERFORM sam._retry(o, coalesce(etype, 'http_' || p_status), format('HTTP %s: %s', p_status, detail),
-                           sam._is_action(o.kind) AND p_status <> 429
+                           sam._is_action(o.kind) AND p_status <> 429 AND NOT sam._reply_check_first(o)
                            AND NOT (o.kind = 'start_chat' AND etype LIKE 'errors/%'));
         RETURN;
     END IF;
@@ -2747,10 +2789,11 @@ BEGIN
             IF p_defer_locked AND SQLSTATE IN ('40P01', '40001', '55P03') THEN
                 deferred := deferred + 1;
             ELSE
-                UPDATE sam.outbox SET state = 'dead', finished_at = sam.now(), updated_at = sam.now(),
-                                      needs_check = needs_check OR sam._must_check(kind),
-                                      error = 'could not record the result: ' || SQLERRM
-                 WHERE id = p_ids[i] AND state = 'in_flight';
+                UPDATE sam.outbox x SET state = 'dead', finished_at = sam.now(), updated_at = sam.now(),
+                                        needs_check = x.needs_check OR (sam._must_check(x.kind)
+                                                                        AND NOT sam._reply_check_first(x)),
+                                        error = 'could not record the result: ' || SQLERRM
+                 WHERE x.id = p_ids[i] AND x.state = 'in_flight';
                 RAISE WARNING 'sam_ext: could not record the result of outbox row %: %', p_ids[i], SQLERRM;
             END IF;
         END;
@@ -3197,7 +3240,7 @@ BEGIN
     -- in flight far longer than any request may take, and no worker to finish it: check and requeue
     UPDATE sam.outbox o
        SET state = 'queued', not_before = now_t, updated_at = now_t,
-           needs_check = o.needs_check OR sam._must_check(o.kind),
+           needs_check = o.needs_check OR (sam._must_check(o.kind) AND NOT sam._reply_check_first(o)),
            error = 'in flight for too long; outcome to be checked'
      WHERE o.finished_at IS NULL AND o.state = 'in_flight'
        AND o.claimed_at < now_t - (current_setting('sam.http_timeout')::interval * 2 + interval '5 minutes')

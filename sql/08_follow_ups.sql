@@ -209,29 +209,51 @@ SELECT c.name, o.state, date_trunc('day', o.not_before) AS day, count(*), count(
 ROLLBACK;
 -- A follow-up in a chat that exists is sent only after a look at the chat (a reply whose webhook
 -- never came stops the sequence): the claim sends the chat's messages request first; no message
--- of the prospect (ours and LinkedIn's events only) queues the follow-up to go at once, checked;
--- one of theirs cancels it and the prospect has replied.
+-- of the prospect since the invitation (ours, LinkedIn's events and an older exchange only)
+-- queues the follow-up to go at once, checked; one of theirs cancels it and the prospect has
+-- replied.  A failed look is no unknown outcome, and a 429 to it no limit on messages.
 BEGIN;
 SELECT sam.create_account('acc-look', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
                           spacing_min => '0', spacing_max => '0')->>'success';
 SELECT (sam.create_campaign('acc-look', 'Look', NULL,
         '[{"delay": "1 hour", "template": "one"}, {"delay": "1 day", "template": "two"}]'))->>'campaign_id' AS lk \gset
-SELECT (sam.add_prospects(:lk, '[{"provider_id": "ACoLOOK1"}, {"provider_id": "ACoLOOK2"}]'))->>'inserted';
+SELECT (sam.add_prospects(:lk, '[{"provider_id": "ACoLOOK1"}, {"provider_id": "ACoLOOK2"}, {"provider_id": "ACoLOOK3"},
+                                 {"provider_id": "ACoLOOK4"}, {"provider_id": "ACoLOOK5"}]'))->>'inserted';
 UPDATE sam.campaigns SET status = 'running', started_at = sam.now() WHERE id = :lk;
-UPDATE sam.prospects SET status = 'connected', connected_at = sam.now() - interval '2 days', follow_up_sequence_index = 1,
+UPDATE sam.prospects SET status = 'connected', invited_at = sam.now() - interval '3 days',
+                         connected_at = sam.now() - interval '2 days', follow_up_sequence_index = 1,
                          chat_id = 'chat-' || provider_id, follow_up_due_at = sam.now() - interval '1 minute'
  WHERE account_id = 'acc-look';
 INSERT INTO sam.job_runs (job) VALUES ('process-follow-ups') RETURNING id AS run_id \gset
 SELECT r->'queued' AS queued FROM sam._job_process_follow_ups_start(:run_id) r;
 CREATE TEMP TABLE look1 AS SELECT c.* FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-look';
 SELECT method, path, query_names, query_values, fresh_connection FROM look1 ORDER BY id;
-SELECT sam._complete(array_agg(l.id ORDER BY l.id), ARRAY[200, 200],
+SELECT sam._complete(array_agg(l.id ORDER BY l.id), ARRAY[200, 200, 200, 503, 429],
     ARRAY['{"object": "MessageList", "items": [{"text": "one", "is_sender": 1}, {"text": "Kim accepted", "is_sender": 0, "is_event": 1}], "cursor": null}',
-          '{"object": "MessageList", "items": [{"text": "Not for us, thanks", "is_sender": 0}, {"text": "one", "is_sender": 1}], "cursor": null}'],
-    ARRAY[NULL, NULL]::text[], ARRAY[1.0, 1.0]::float8[]) AS recorded FROM look1 l;
-SELECT p.provider_id, p.status, o.state, o.error, o.attempts, o.context ? 'reply_checked_at' AS checked
+          '{"object": "MessageList", "items": [{"text": "Not for us, thanks", "is_sender": 0}, {"text": "one", "is_sender": 1}], "cursor": null}',
+          jsonb_build_object('object', 'MessageList', 'cursor', NULL, 'items', jsonb_build_array(
+              jsonb_build_object('text', 'one', 'is_sender', 1, 'timestamp', sam.now() - interval '1 hour'),
+              jsonb_build_object('text', 'See you at the fair', 'is_sender', 0, 'timestamp', sam.now() - interval '1 year')))::text,
+          '{"status": 503, "type": "errors/service_unavailable", "title": "Service unavailable"}',
+          '{"status": 429, "type": "errors/too_many_requests", "title": "Too many requests"}'],
+    ARRAY[NULL, NULL, NULL, NULL, NULL]::text[], ARRAY[1.0, 1.0, 1.0, 1.0, 1.0]::float8[]) AS recorded FROM look1 l;
+SELECT p.provider_id, p.status, o.state, o.error, o.attempts, o.needs_check, o.context ? 'reply_checked_at' AS checked
   FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id WHERE o.account_id = 'acc-look' ORDER BY p.id;
--- the checked one goes now, as the message itself, on a connection of its own
-SELECT method, path, form_names, form_values, fresh_connection
-  FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-look';
+SELECT messages_paused_until IS NULL AS messages_not_paused FROM sam.accounts WHERE account_id = 'acc-look';
+-- the checked ones go now, as the messages themselves, on connections of their own; the others
+-- look at the chat again once due
+UPDATE sam.outbox SET not_before = sam.now() WHERE account_id = 'acc-look' AND state = 'failed';
+SELECT p.provider_id, c.method, c.path, c.form_names, c.form_values, c.fresh_connection
+  FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.account_id = 'acc-look' ORDER BY p.id;
+-- a look older than 10 minutes (a hold, a pause, the night between) is made again before the message
+UPDATE sam.outbox SET state = 'queued', not_before = sam.now(),
+                      context = context - 'reading_chat' || jsonb_build_object('reply_checked_at', sam.now() - interval '11 minutes')
+ WHERE account_id = 'acc-look' AND prospect_id = (SELECT id FROM sam.prospects WHERE provider_id = 'ACoLOOK1');
+SELECT c.method, c.path FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id WHERE o.account_id = 'acc-look';
+-- an answer without items is no answer: looked at again, not sent unchecked
+SELECT sam._complete(ARRAY[o.id], ARRAY[200], ARRAY['{"object": "MessageList"}'], ARRAY[NULL]::text[], ARRAY[1.0]::float8[])
+  FROM sam.outbox o WHERE o.account_id = 'acc-look' AND o.prospect_id = (SELECT id FROM sam.prospects WHERE provider_id = 'ACoLOOK1');
+SELECT o.state, o.error, o.needs_check FROM sam.outbox o
+ WHERE o.account_id = 'acc-look' AND o.prospect_id = (SELECT id FROM sam.prospects WHERE provider_id = 'ACoLOOK1');
 ROLLBACK;
