@@ -1201,9 +1201,10 @@ BEGIN
         RETURN jsonb_build_object('error', 'invalid variables: values must be strings, numbers or booleans');
     END IF;
     -- (a custom column may be the CSV's last one too)
-    IF vars <> '{}' AND EXISTS (SELECT 1 FROM jsonb_each_text(vars) e WHERE e.value <> btrim(e.value, blank)) THEN
-        SELECT jsonb_object_agg(e.key, CASE WHEN jsonb_typeof(e.value) = 'string'
-                                            THEN to_jsonb(btrim(e.value #>> '{}', blank)) ELSE e.value END)
+    IF vars <> '{}' AND EXISTS (SELECT 1 FROM jsonb_each_text(vars) e
+                                 WHERE e.value <> btrim(e.value, blank) OR e.key <> btrim(e.key, blank)) THEN
+        SELECT jsonb_object_agg(btrim(e.key, blank), CASE WHEN jsonb_typeof(e.value) = 'string'
+                                                          THEN to_jsonb(btrim(e.value #>> '{}', blank)) ELSE e.value END)
           INTO vars FROM jsonb_each(vars) e;
     END IF;
     fn := nullif(btrim(item->>'first_name', blank), '');
@@ -2134,7 +2135,7 @@ BEGIN
                                 context = CASE WHEN o.kind <> 'send_message' THEN o.context
                                                WHEN NOT o.needs_check AND o.context->>'chat_id' IS NOT NULL
                                                     AND NOT coalesce(sam._ts_or_null(o.context->>'reply_checked_at')
-                                                                     >= now_t - interval '10 minutes', false)
+                                                                     BETWEEN now_t - interval '10 minutes' AND now_t, false)
                                                THEN o.context || '{"reading_chat": true}'
                                                ELSE o.context - 'reading_chat' END
          WHERE o.id = ANY (ids) AND o.state IN ('queued', 'failed') AND o.not_before <= now_t
@@ -2219,7 +2220,8 @@ BEGIN
            -- (a look at a chat before a message is no unknown outcome: the message was not sent)
            needs_check = o.needs_check OR (sam._must_check(o.kind) AND NOT sam._reply_check_first(o)),
            attempts = greatest(o.attempts - 1, 0),
-           error = 'in flight when the worker stopped; outcome to be checked'
+           error = CASE WHEN sam._reply_check_first(o) THEN 'in flight when the worker stopped (a look at the chat); made again'
+                        ELSE 'in flight when the worker stopped; outcome to be checked' END
      WHERE o.finished_at IS NULL AND o.state = 'in_flight'
        AND (o.claimed_by = worker
             OR (worker = 0 AND (o.claimed_by IS NULL OR o.claimed_by >= workers)));
@@ -2376,10 +2378,21 @@ BEGIN
        AND p.status IN ('connected', 'replied');
 END $$;
 
--- sam._reply_since: from when a prospect's message in the chat is a reply (see sam._chat_reply)
+/*
+ * sam._reply_since: from when a prospect's message in the chat is a reply
+ * (see sam._chat_reply): the invitation; when its time is not known (an
+ * invitation whose outcome was checked and found accepted), the time it was
+ * queued; for a prospect the engine did not invite, the connection.
+ */
 CREATE FUNCTION sam._reply_since(p_prospect_id bigint) RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
-AS $$ SELECT coalesce(p.invited_at, p.connected_at) FROM sam.prospects p WHERE p.id = p_prospect_id $$;
+AS $$
+    SELECT coalesce(p.invited_at,
+                    (SELECT o.created_at FROM sam.outbox o
+                      WHERE o.account_id = p.account_id AND o.idempotency_key = 'invite:' || p.id),
+                    p.connected_at)
+      FROM sam.prospects p WHERE p.id = p_prospect_id
+$$;
 
 /*
  * sam._replied_in_chat: a message not to be sent (o, in flight), because
@@ -2431,8 +2444,11 @@ BEGIN
     END IF;
 
     IF o.needs_check AND o.kind IN ('start_chat', 'send_message') THEN
-        -- the check lists the chat's latest messages: is ours there?
-        IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(resp->'items', '[]')) m
+        -- the check lists the chat's latest messages: is ours there?  (An answer without the list
+        -- says neither: resent on it, a message delivered before would go twice.)
+        IF jsonb_typeof(resp->'items') IS DISTINCT FROM 'array' THEN
+            PERFORM sam._retry(o, 'bad_response', 'the chat''s messages came without a list of items', true);
+        ELSIF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(resp->'items', '[]')) m
                     WHERE btrim(m->>'text') = btrim(o.context->>'text')
                       AND coalesce(m->>'is_sender', '0') IN ('1', 'true')) THEN
             UPDATE sam.outbox SET state = 'done', finished_at = now_t, updated_at = now_t, response = resp,
@@ -2711,8 +2727,17 @@ BEGIN
         END IF;
     END IF;
 
+    IF sam._reply_check_first(o) AND p_status <> 404 THEN
+        -- the look at the chat refused (not the message: a 404, no such chat, would be the message's too)
+        PERFORM sam._retry(o, coalesce(etype, 'http_' || p_status),
+                           format('reading the chat before the message: HTTP %s: %s', p_status, detail), false);
+        RETURN;
+    END IF;
+
     -- any other 4xx is about this call or its recipient: permanent
-    PERFORM sam._dead(o, coalesce(etype, 'http_' || p_status), detail);
+    PERFORM sam._dead(o, coalesce(etype, 'http_' || p_status),
+                      CASE WHEN sam._reply_check_first(o) THEN 'reading the chat before the message: ' ELSE '' END
+                      || detail);
 END $$;
 
 /*
@@ -3241,7 +3266,8 @@ BEGIN
     UPDATE sam.outbox o
        SET state = 'queued', not_before = now_t, updated_at = now_t,
            needs_check = o.needs_check OR (sam._must_check(o.kind) AND NOT sam._reply_check_first(o)),
-           error = 'in flight for too long; outcome to be checked'
+           error = CASE WHEN sam._reply_check_first(o) THEN 'in flight for too long (a look at the chat); made again'
+                        ELSE 'in flight for too long; outcome to be checked' END
      WHERE o.finished_at IS NULL AND o.state = 'in_flight'
        AND o.claimed_at < now_t - (current_setting('sam.http_timeout')::interval * 2 + interval '5 minutes')
        AND NOT EXISTS (SELECT 1 FROM sam.workers() w WHERE w.worker = coalesce(o.claimed_by, 0) AND w.ready);

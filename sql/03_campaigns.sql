@@ -82,7 +82,7 @@ SELECT jsonb_pretty(sam.add_prospects(1, jsonb_build_array(
     jsonb_build_object('provider_id', 'ACoBL4', 'company', repeat('c', 1001)),
     jsonb_build_object('provider_id', 'ACoBL5', 'company', 'x', 'variables', jsonb_build_object('x', repeat('v', 40000))),
     jsonb_build_object('provider_id', 'ACoBL6', 'first_name', 'Viv', 'last_name', 'Dave', 'company', 'Vvv'),
-    jsonb_build_object('provider_id', E'ACoBL7\r', 'company', 'x', 'variables', jsonb_build_object('topic', E' APIs\r', 'n', 2)),
+    jsonb_build_object('provider_id', E'ACoBL7\r', 'company', 'x', 'variables', jsonb_build_object('topic', E' APIs\r', E'n\r', 2)),
     jsonb_build_object('provider_id', 'ACoBL8', 'company', E'Acme\u0085Corp')))
     - 'prospect_ids' - 'campaign_id');
 SELECT provider_id, first_name, last_name, company, variables FROM sam.prospects WHERE provider_id LIKE 'ACoBL%' ORDER BY id;

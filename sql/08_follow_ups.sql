@@ -256,4 +256,19 @@ SELECT sam._complete(ARRAY[o.id], ARRAY[200], ARRAY['{"object": "MessageList"}']
   FROM sam.outbox o WHERE o.account_id = 'acc-look' AND o.prospect_id = (SELECT id FROM sam.prospects WHERE provider_id = 'ACoLOOK1');
 SELECT o.state, o.error, o.needs_check FROM sam.outbox o
  WHERE o.account_id = 'acc-look' AND o.prospect_id = (SELECT id FROM sam.prospects WHERE provider_id = 'ACoLOOK1');
+-- a look refused (a 4xx but 404) is made again, not taken for the message's refusal; a message whose
+-- outcome is unknown is checked, and a check answered without items stays to be checked (resent on
+-- it, a message delivered before would go twice)
+SELECT sam._complete(array_agg(o.id ORDER BY p.id), ARRAY[0, 400],
+    ARRAY[NULL, '{"status": 400, "type": "errors/invalid_parameters", "title": "Invalid parameters"}'],
+    ARRAY['timeout after 30000 ms', NULL], ARRAY[30000.0, 1.0]::float8[]) AS recorded
+  FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.account_id = 'acc-look' AND p.provider_id IN ('ACoLOOK3', 'ACoLOOK4');
+UPDATE sam.outbox SET not_before = sam.now() WHERE account_id = 'acc-look' AND state = 'failed';
+SELECT p.provider_id, c.method, c.path FROM sam._claim(100) c JOIN sam.outbox o ON o.id = c.id
+  JOIN sam.prospects p ON p.id = o.prospect_id WHERE p.provider_id IN ('ACoLOOK3', 'ACoLOOK4') ORDER BY p.id;
+SELECT sam._complete(ARRAY[o.id], ARRAY[200], ARRAY['{"object": "MessageList"}'], ARRAY[NULL]::text[], ARRAY[1.0]::float8[])
+  FROM sam.outbox o WHERE o.account_id = 'acc-look' AND o.prospect_id = (SELECT id FROM sam.prospects WHERE provider_id = 'ACoLOOK3');
+SELECT p.provider_id, o.state, o.error, o.needs_check FROM sam.outbox o JOIN sam.prospects p ON p.id = o.prospect_id
+ WHERE o.account_id = 'acc-look' AND p.provider_id IN ('ACoLOOK3', 'ACoLOOK4') ORDER BY p.id;
 ROLLBACK;
