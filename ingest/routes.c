@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -728,6 +729,29 @@ run_jobs(PoolJob **jobs, unsigned n, bool abort)
 }
 
 /*
+ * bearer_ok says whether a request may read the metrics: always when no
+ * metrics secret is configured, otherwise only with the header
+ * "Authorization: Bearer <secret>" (the scheme's name in any case, as
+ * RFC 9110 has it), compared in constant time.
+ */
+static bool
+bearer_ok(struct MHD_Connection *conn)
+{
+	const char *value = NULL;
+	size_t		value_len = 0;
+
+	if (ingest_config.metrics_secret == NULL)
+		return true;
+	if (MHD_lookup_connection_value_n(conn, MHD_HEADER_KIND, "Authorization",
+									  strlen("Authorization"), &value,
+									  &value_len) != MHD_YES ||
+		value_len < 7 || strncasecmp(value, "Bearer ", 7) != 0)
+		return false;
+	return secret_matches(value + 7, value_len - 7, ingest_config.metrics_secret,
+						  ingest_config.metrics_secret_len);
+}
+
+/*
  * begin_request runs when a request's headers are in: it answers at once
  * what is refused without looking at the body (unknown path, wrong
  * method, missing or wrong secret, a Content-Length over the limit), so
@@ -755,6 +779,10 @@ begin_request(struct MHD_Connection *conn, Request *req, const char *method,
 			if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 				return respond(conn, req, MHD_HTTP_METHOD_NOT_ALLOWED, JSON_TYPE,
 							   METHOD_NOT_ALLOWED, strlen(METHOD_NOT_ALLOWED), "GET, HEAD");
+			/* (before any figure is read: a refused scrape costs the database nothing) */
+			if (route->kind != RK_HEALTHZ && !bearer_ok(conn))
+				return respond_json(conn, req, MHD_HTTP_UNAUTHORIZED,
+									"{\"error\":\"Unauthorized\"}");
 			if (route->kind == RK_METRICS_SELF)
 			{
 				/* no database: answered here, even when every worker is busy */

@@ -66,6 +66,8 @@ static const char usage_text[] =
 "  --webhook-secret-file F   file holding the webhook secret      SAM_WEBHOOK_SECRET (the secret)\n"
 "  --webhook-header NAME     header carrying it [Unipile-Auth]    SAM_WEBHOOK_HEADER\n"
 "  --cron-secret-file F      file holding the x-cron-secret       SAM_CRON_SECRET (the secret)\n"
+"  --metrics-secret-file F   file holding the bearer token\n"
+"                            /metrics asks for                    SAM_METRICS_SECRET (the secret)\n"
 "  --max-body BYTES          largest request body [1048576]       SAM_INGEST_MAX_BODY\n"
 "  --threads N               HTTP threads, and database workers\n"
 "                            with one connection each [4]         SAM_INGEST_THREADS\n"
@@ -81,8 +83,10 @@ static const char usage_text[] =
 "  --help, --version\n"
 "\n"
 "Without a webhook secret every webhook is answered 401; without a cron\n"
-"secret every cron endpoint is.  /healthz and /metrics need no secret:\n"
-"keep the daemon on loopback behind a proxy that exposes only /api/.\n";
+"secret every cron endpoint is.  With a metrics secret, /metrics and\n"
+"/metrics/ingest answer 401 without \"Authorization: Bearer <secret>\";\n"
+"without one they, like /healthz, need none: keep the daemon on loopback\n"
+"behind a proxy that exposes only /api/.\n";
 
 /*
  * ingest_log writes one line "TIME sam_ingest: MESSAGE" to stderr with a
@@ -311,6 +315,7 @@ parse_config(int argc, char **argv)
 		{"webhook-secret-file", required_argument, NULL, 'w'},
 		{"webhook-header", required_argument, NULL, 'H'},
 		{"cron-secret-file", required_argument, NULL, 'c'},
+		{"metrics-secret-file", required_argument, NULL, 'S'},
 		{"max-body", required_argument, NULL, 'm'},
 		{"threads", required_argument, NULL, 't'},
 		{"batch", required_argument, NULL, 'b'},
@@ -328,6 +333,7 @@ parse_config(int argc, char **argv)
 			   *f_wfile = NULL,
 			   *f_header = NULL,
 			   *f_cfile = NULL,
+			   *f_sfile = NULL,
 			   *f_max = NULL,
 			   *f_threads = NULL,
 			   *f_batch = NULL,
@@ -381,6 +387,9 @@ parse_config(int argc, char **argv)
 				break;
 			case 'c':
 				f_cfile = optarg;
+				break;
+			case 'S':
+				f_sfile = optarg;
 				break;
 			case 'm':
 				f_max = optarg;
@@ -474,6 +483,11 @@ parse_config(int argc, char **argv)
 	else
 		ingest_config.cron_secret = secret_from_env("SAM_CRON_SECRET",
 													&ingest_config.cron_secret_len);
+	if (f_sfile != NULL)
+		ingest_config.metrics_secret = read_secret_file(f_sfile, &ingest_config.metrics_secret_len);
+	else
+		ingest_config.metrics_secret = secret_from_env("SAM_METRICS_SECRET",
+													   &ingest_config.metrics_secret_len);
 }
 
 /*
@@ -486,8 +500,11 @@ free_config(void)
 		explicit_bzero(ingest_config.webhook_secret, ingest_config.webhook_secret_len);
 	if (ingest_config.cron_secret)
 		explicit_bzero(ingest_config.cron_secret, ingest_config.cron_secret_len);
+	if (ingest_config.metrics_secret)
+		explicit_bzero(ingest_config.metrics_secret, ingest_config.metrics_secret_len);
 	free(ingest_config.webhook_secret);
 	free(ingest_config.cron_secret);
+	free(ingest_config.metrics_secret);
 	free(ingest_config.database_url);
 	free(ingest_config.listen);
 	free(ingest_config.webhook_header);

@@ -60,6 +60,8 @@ typedef struct IngestConfig
 	char	   *webhook_header;
 	char	   *cron_secret;	/* NULL: every cron call is 401 */
 	size_t		cron_secret_len;
+	char	   *metrics_secret;	/* NULL: /metrics needs none */
+	size_t		metrics_secret_len;
 	size_t		max_body;
 	unsigned	threads;
 	unsigned	batch;			/* most webhooks stored in one transaction */

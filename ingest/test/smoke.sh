@@ -31,6 +31,7 @@ PGTMP=$(mktemp -d /tmp/sam_ingest_pg.XXXXXX)
 PASSES=0
 FAILS=0
 PID=""
+PID2=""
 
 # shellcheck source=cluster.sh
 . "$HERE/cluster.sh"
@@ -38,6 +39,9 @@ PID=""
 cleanup() {
 	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
 		kill -KILL "$PID" 2>/dev/null
+	fi
+	if [ -n "$PID2" ] && kill -0 "$PID2" 2>/dev/null; then
+		kill -KILL "$PID2" 2>/dev/null
 	fi
 	cluster_destroy
 	rm -rf "$TMP"
@@ -360,6 +364,34 @@ curl -s -Z --parallel-immediate --parallel-max 20 -w '%{http_code}\n' \
 READS2=$(psql_value "SELECT last_value FROM sam.metrics_reads")
 [ "$READS2" -le $((READS + 1)) ] && pass ||
 	fail "20 scrapes read the database's figures $((READS2 - READS)) times, want 1 at most"
+
+# --- with a metrics secret: /metrics and /metrics/ingest need "Authorization: Bearer <secret>",
+# checked before any figure is read; /healthz still needs nothing
+MSECRET="mt-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+SAM_INGEST_DATABASE_URL="$CLUSTER_INGEST_URL" SAM_METRICS_SECRET="$MSECRET" \
+	$WRAPPER "$BIN" --port 0 --threads 1 >"$TMP/out2" 2>"$TMP/err2" &
+PID2=$!
+for i in $(seq 1 600); do
+	grep -q 'listening on' "$TMP/out2" 2>/dev/null && break
+	kill -0 "$PID2" 2>/dev/null || break
+	sleep 0.1
+done
+BASE2="http://127.0.0.1:$(sed -n 's/^sam_ingest listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$TMP/out2")"
+READS=$(psql_value "SELECT last_value FROM sam.metrics_reads")
+req "metrics without the bearer token" 401 "$UNAUTH" "$BASE2/metrics"
+req "metrics with a wrong token" 401 "$UNAUTH" -H "Authorization: Bearer wrong" "$BASE2/metrics"
+req "metrics with the secret as another scheme" 401 "$UNAUTH" -H "Authorization: Basic $MSECRET" "$BASE2/metrics"
+req "ingest metrics without the token" 401 "$UNAUTH" "$BASE2/metrics/ingest"
+[ "$(psql_value "SELECT last_value FROM sam.metrics_reads")" = "$READS" ] && pass ||
+	fail "a refused scrape read the database's figures"
+CT=text req "metrics with the token" 200 '^sam_stand_in_events [0-9]+$' -H "Authorization: bearer $MSECRET" "$BASE2/metrics"
+CT=text req "ingest metrics with the token" 200 '^sam_ingest_requests_total' -H "Authorization: Bearer $MSECRET" \
+	"$BASE2/metrics/ingest"
+req "healthz needs no token" 200 '^\{"status":"ok","database":"up"\}$' "$BASE2/healthz"
+kill -TERM "$PID2"
+wait "$PID2"
+PID2=""
+if grep -qF -- "$MSECRET" "$TMP/out2" "$TMP/err2"; then fail "the metrics secret appears in the daemon's output"; else pass; fi
 
 # --- the database goes away: 503; it comes back: 200, nothing lost
 BEFORE=$(psql_value "SELECT count(*) FROM sam.webhook_events")
