@@ -253,6 +253,7 @@ CREATE TABLE sam.accounts (
     daily_message_cap integer NOT NULL DEFAULT 50,
     max_pending_invitations integer DEFAULT 500,
     invite_ramp_days integer NOT NULL DEFAULT 0,
+    note_max_length integer NOT NULL DEFAULT 300,
     spacing_min interval NOT NULL DEFAULT '2 minutes',
     spacing_max interval NOT NULL DEFAULT '5 minutes',
     limit_pause interval NOT NULL DEFAULT '6 hours',
@@ -272,6 +273,7 @@ CREATE TABLE sam.accounts (
     CONSTRAINT accounts_daily_message_cap_range CHECK (daily_message_cap BETWEEN 0 AND 150),
     CONSTRAINT accounts_max_pending_invitations_range CHECK (max_pending_invitations BETWEEN 0 AND 3000),
     CONSTRAINT accounts_invite_ramp_days_range CHECK (invite_ramp_days BETWEEN 0 AND 90),
+    CONSTRAINT accounts_note_max_length_range CHECK (note_max_length BETWEEN 1 AND 300),
     CONSTRAINT accounts_spacing_range CHECK (spacing_min >= interval '0' AND spacing_min <= spacing_max
         AND spacing_max <= interval '1 hour'),
     CONSTRAINT accounts_limit_pause_range CHECK (limit_pause BETWEEN interval '1 minute' AND interval '30 days'),
@@ -319,6 +321,7 @@ COMMENT ON COLUMN sam.accounts.own_provider_id IS 'The account''s own LinkedIn p
 COMMENT ON COLUMN sam.accounts.working_days IS 'ISO days of the week (1 = Monday) on which the account sends';
 COMMENT ON COLUMN sam.accounts.work_end IS 'End of the sending window, local time; 00:00 means midnight (end of day)';
 COMMENT ON COLUMN sam.accounts.weekly_invite_cap IS 'Invitations in any rolling 7 days';
+COMMENT ON COLUMN sam.accounts.note_max_length IS 'Longest invitation note LinkedIn takes from this account, rendered: 300 characters, 200 for a free account';
 COMMENT ON COLUMN sam.accounts.invite_ramp_days IS 'Warm-up: for this many days after the account was created, its daily invitation cap starts at 5 and grows linearly to daily_invite_cap (0: none)';
 COMMENT ON COLUMN sam.accounts.max_pending_invitations IS 'No new invitation while this many wait for an answer (sent and not accepted, withdrawn or failed, or under way); NULL: no ceiling';
 COMMENT ON COLUMN sam.accounts.limit_pause IS 'How long the account''s invitations (or messages) pause after Unipile reports a LinkedIn limit (429, cannot_resend_yet, limit_exceeded); 24 hours at least when the last pause ended less than a day before';
@@ -724,7 +727,8 @@ CREATE FUNCTION sam.create_account(
     spacing_max interval DEFAULT '5 minutes',
     own_provider_id text DEFAULT NULL,
     max_pending_invitations integer DEFAULT 500,
-    invite_ramp_days integer DEFAULT 0
+    invite_ramp_days integer DEFAULT 0,
+    note_max_length integer DEFAULT 300
 ) RETURNS jsonb
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -767,6 +771,10 @@ BEGIN
     IF daily_message_cap IS NULL OR daily_message_cap NOT BETWEEN 0 AND 150 THEN
         PERFORM sam._invalid('daily_message_cap', 'must be between 0 and 150');
     END IF;
+    IF note_max_length IS NULL OR note_max_length NOT BETWEEN 1 AND 300 THEN
+        PERFORM sam._invalid('note_max_length', 'must be between 1 and 300 characters',
+            'LinkedIn takes notes of up to 300 characters, 200 from a free account.');
+    END IF;
     IF invite_ramp_days IS NULL OR invite_ramp_days NOT BETWEEN 0 AND 90 THEN
         PERFORM sam._invalid('invite_ramp_days', 'must be between 0 (no warm-up) and 90 days',
             'A new LinkedIn account is usually warmed up over 14 to 28 days.');
@@ -787,13 +795,13 @@ BEGIN
     -- same error as one created before, not the primary key's name)
     INSERT INTO sam.accounts AS x (account_id, name, own_provider_id, time_zone, working_days, work_start, work_end,
                               daily_invite_cap, weekly_invite_cap, daily_message_cap, max_pending_invitations,
-                              invite_ramp_days, spacing_min, spacing_max)
+                              invite_ramp_days, note_max_length, spacing_min, spacing_max)
     VALUES (create_account.account_id, create_account.name, create_account.own_provider_id,
             create_account.time_zone, create_account.working_days::smallint[],
             create_account.work_start, create_account.work_end, create_account.daily_invite_cap,
             create_account.weekly_invite_cap, create_account.daily_message_cap,
             create_account.max_pending_invitations, create_account.invite_ramp_days,
-            create_account.spacing_min, create_account.spacing_max)
+            create_account.note_max_length, create_account.spacing_min, create_account.spacing_max)
     ON CONFLICT ON CONSTRAINT accounts_pkey DO NOTHING
     RETURNING * INTO a;
     IF a.account_id IS NULL THEN
@@ -1038,7 +1046,8 @@ BEGIN
         END IF;
     END LOOP;
     IF connection_note IS NOT NULL THEN
-        PERFORM sam._check_template(connection_note, 'connection_note', custom_variables, 300);
+        -- (the account's limit: 300 characters, 200 from a free account)
+        PERFORM sam._check_template(connection_note, 'connection_note', custom_variables, a.note_max_length);
     END IF;
     steps := sam._check_follow_ups(follow_ups, custom_variables);
     IF start_at IS NOT NULL AND NOT isfinite(start_at) THEN
@@ -1523,14 +1532,14 @@ BEGIN
               FROM sam.prospects x
              WHERE x.id = ANY (ids)
         ),
-        -- what goes: lookups, and invitations whose note rendered within 300 characters
+        -- what goes: lookups, and invitations whose note rendered within the account's limit (300 characters)
         v AS MATERIALIZED (
             SELECT p.*, p.out[1] AS note,
                    CASE WHEN p.provider_id IS NOT NULL
                         THEN a.spacing_min + random() * (a.spacing_max - a.spacing_min)
                         ELSE interval '0' END AS gap
               FROM p
-             WHERE p.out[2] IS NULL AND coalesce(char_length(p.out[1]), 0) <= 300
+             WHERE p.out[2] IS NULL AND coalesce(char_length(p.out[1]), 0) <= a.note_max_length
         ),
         s AS MATERIALIZED (
             SELECT v.*, greatest(now_t, coalesce(a.next_action_at, now_t))
@@ -1571,11 +1580,11 @@ BEGIN
             UPDATE sam.prospects x
                SET status = 'failed', failed_at = now_t, updated_at = now_t, follow_up_due_at = NULL,
                    last_error = left(CASE WHEN p.out[2] IS NOT NULL THEN 'connection note: ' || p.out[2]
-                                          ELSE format('connection note is %s characters once rendered (limit 300)',
-                                                      char_length(p.out[1])) END, 1000)
+                                          ELSE format('connection note is %s characters once rendered (limit %s)',
+                                                      char_length(p.out[1]), a.note_max_length) END, 1000)
               FROM p
              WHERE x.id = p.id AND x.status = 'pending'
-               AND (p.out[2] IS NOT NULL OR char_length(p.out[1]) > 300)
+               AND (p.out[2] IS NOT NULL OR char_length(p.out[1]) > a.note_max_length)
             RETURNING 1
         ),
         moved AS (

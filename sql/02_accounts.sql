@@ -34,6 +34,8 @@ SELECT sam.create_account('x', max_pending_invitations => 3001);
 SELECT sam.create_account('x', max_pending_invitations => -1);
 SELECT sam.create_account('x', invite_ramp_days => 91);
 SELECT sam.create_account('x', invite_ramp_days => NULL);
+SELECT sam.create_account('x', note_max_length => 301);
+SELECT sam.create_account('x', note_max_length => 0);
 SELECT sam.create_account('x', spacing_min => '5 min', spacing_max => '2 min');
 SELECT sam.create_account('x', own_provider_id => 'not an id');
 SELECT count(*) AS accounts FROM sam.accounts;

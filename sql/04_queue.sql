@@ -265,3 +265,19 @@ SELECT sam._invite_cap(a, a.created_at + interval '1 day') AS cap_day1,
        sam._invite_cap(a, sam._local_day_start(a, a.created_at) + interval '23 hours 59 minutes') AS cap_day0_evening
   FROM sam.accounts a WHERE account_id = 'acc-ramp';
 ROLLBACK;
+
+-- An account's note limit (note_max_length: 300 characters, 200 from a free account): a campaign
+-- whose note could render longer is refused when it is created; a note that renders longer once
+-- the limit was lowered fails its prospect with the reason.  (Rolled back.)
+BEGIN;
+SELECT sam.create_account('acc-free', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', work_end => '00:00',
+                          note_max_length => 200)->'account'->'note_max_length' AS note_max_length;
+SAVEPOINT too_long;
+SELECT sam.create_campaign('acc-free', 'Too long', repeat('x', 201));
+ROLLBACK TO too_long;
+SELECT (sam.create_campaign('acc-free', 'Fits', 'Hi {first_name|there}, ' || repeat('x', 100)))->>'campaign_id' AS free_cid \gset
+SELECT (sam.add_prospects(:free_cid, '[{"provider_id": "ACoFREE1", "first_name": "Dominique"}]'))->>'inserted' AS inserted;
+UPDATE sam.accounts SET note_max_length = 100 WHERE account_id = 'acc-free';
+SELECT sam.start_campaign(:free_cid) - 'campaign_id' AS started;
+SELECT status, last_error FROM sam.prospects WHERE provider_id = 'ACoFREE1';
+ROLLBACK;
