@@ -865,20 +865,22 @@ BEGIN
 END $$;
 
 /*
- * sam._requeue_held: an account that may send again (resumed, reconnected)
- * has its actions held past their time cancelled (sam._drop_held), and its
+ * sam._requeue_held: an account that may send again (resumed, reconnected,
+ * served by a worker again) has its actions held past their time (due
+ * before p_due_before, by default now) cancelled (sam._drop_held), and its
  * running campaigns' invitations queued again at once, within the caps
  * (the messages go at the next process_follow_ups).  Returns how many were
  * held.
  */
-CREATE FUNCTION sam._requeue_held(p_account_id text, p_why text) RETURNS integer
+CREATE FUNCTION sam._requeue_held(p_account_id text, p_why text, p_due_before timestamptz DEFAULT NULL)
+RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer;
     cid bigint;
 BEGIN
-    n := sam._drop_held(p_account_id, NULL, '{invite,start_chat,send_message}', sam.now(),
+    n := sam._drop_held(p_account_id, NULL, '{invite,start_chat,send_message}', coalesce(p_due_before, sam.now()),
                         p_why || ': queued again within the caps');
     IF n > 0 THEN
         FOR cid IN SELECT c.id FROM sam.campaigns c WHERE c.account_id = p_account_id AND c.status = 'running'
@@ -2223,6 +2225,8 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer;
+    held integer := 0;
+    acc text;
 BEGIN
     UPDATE sam.outbox o
        SET state = 'queued', not_before = sam.now(), updated_at = sam.now(),
@@ -2243,6 +2247,26 @@ BEGIN
         UPDATE sam.job_runs r SET status = 'failed', finished_at = clock_timestamp(),
                                   error = 'the worker stopped before the run ended'
          WHERE r.status = 'running' AND r.job IN ('check-relations', 'process-follow-ups');
+        /*
+         * After an outage (the server down, the worker stopped for hours), the
+         * actions that came due meanwhile all went at once when it started
+         * again: one burst without the account's spacing, counted against the
+         * days they were planned for, past today's cap.  Those due more than
+         * 15 minutes ago and never tried are queued again within the caps,
+         * spacing and working hours of now, as after a pause (sam._requeue_held:
+         * the invitations at once, the messages at the next process_follow_ups).
+         */
+        FOR acc IN SELECT DISTINCT o.account_id FROM sam.outbox o
+                     JOIN sam.accounts a ON a.account_id = o.account_id AND a.status = 'active'
+                    WHERE o.finished_at IS NULL AND o.state = 'queued' AND o.attempts = 0 AND o.http_status IS NULL
+                      AND NOT o.needs_check AND o.kind IN ('invite', 'start_chat', 'send_message')
+                      AND o.not_before < sam.now() - interval '15 minutes'
+                    ORDER BY 1 LOOP
+            held := held + sam._requeue_held(acc, 'due while no worker was running', sam.now() - interval '15 minutes');
+        END LOOP;
+        IF held > 0 THEN
+            RAISE LOG 'sam_ext: % actions came due while no worker was running; they are queued again within the caps', held;
+        END IF;
     END IF;
     RETURN n;
 END $$;

@@ -248,6 +248,28 @@ $node->reload;
 poll_until_ok($node, "SELECT status = 'connection_request_sent' FROM sam.prospects WHERE provider_id = 'ACoKEY1'",
 	'after the key is fixed and reloaded, the invitation goes out');
 
+# ---- after an outage, what came due meanwhile does not go in one burst ----------
+# (no DSN keeps the worker from sending; the clock moves 2 hours; the server starts again with it)
+$node->append_conf('postgresql.conf', "sam.unipile_dsn = ''");
+$node->restart;
+$node->safe_psql('postgres',
+	"SELECT sam.create_account('acc-outage', working_days => '{1,2,3,4,5,6,7}', work_start => '00:00', "
+	  . "work_end => '00:00', spacing_min => '10 minutes', spacing_max => '10 minutes')");
+my $oc = make_campaign('acc-outage', undef,
+	'[{"provider_id": "ACoOUT1"}, {"provider_id": "ACoOUT2"}, {"provider_id": "ACoOUT3"}, {"provider_id": "ACoOUT4"}]');
+is(json_query($node, "SELECT sam.start_campaign($oc)")->{queued}, 4, 'outage: four invitations queued, 10 minutes apart');
+$node->safe_psql('postgres', "SELECT sam.advance_clock('2 hours')");
+$node->append_conf('postgresql.conf', "sam.unipile_dsn = '$mock->{url}'");
+$node->restart;
+poll_until_ok($node, "SELECT count(*) = 1 FROM sam.prospects WHERE campaign_id = $oc AND status = 'connection_request_sent'",
+	'after the outage, the first invitation goes');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM sam.outbox WHERE account_id = 'acc-outage' AND state = 'queued' AND not_before > sam.now() + interval '9 minutes'"),
+	'3', 'the other three are spaced again from now, not sent at once with it');
+is(scalar(grep { ref $_->{body} eq 'HASH' && ($_->{body}{provider_id} // '') =~ /^ACoOUT/ } @{ mock_log($mock) }), 1,
+	'one invitation of the four reached the mock');
+like(slurp_file($node->logfile), qr/4 actions came due while no worker was running/, 'the server log says so');
+
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$mock->{api_key}\E/, 'the API key appears nowhere in the server log');
 
