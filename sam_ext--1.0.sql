@@ -2225,8 +2225,6 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     n integer;
-    held integer := 0;
-    acc text;
 BEGIN
     UPDATE sam.outbox o
        SET state = 'queued', not_before = sam.now(), updated_at = sam.now(),
@@ -2247,28 +2245,53 @@ BEGIN
         UPDATE sam.job_runs r SET status = 'failed', finished_at = clock_timestamp(),
                                   error = 'the worker stopped before the run ended'
          WHERE r.status = 'running' AND r.job IN ('check-relations', 'process-follow-ups');
-        /*
-         * After an outage (the server down, the worker stopped for hours), the
-         * actions that came due meanwhile all went at once when it started
-         * again: one burst without the account's spacing, counted against the
-         * days they were planned for, past today's cap.  Those due more than
-         * 15 minutes ago and never tried are queued again within the caps,
-         * spacing and working hours of now, as after a pause (sam._requeue_held:
-         * the invitations at once, the messages at the next process_follow_ups).
-         */
-        FOR acc IN SELECT DISTINCT o.account_id FROM sam.outbox o
-                     JOIN sam.accounts a ON a.account_id = o.account_id AND a.status = 'active'
-                    WHERE o.finished_at IS NULL AND o.state = 'queued' AND o.attempts = 0 AND o.http_status IS NULL
-                      AND NOT o.needs_check AND o.kind IN ('invite', 'start_chat', 'send_message')
-                      AND o.not_before < sam.now() - interval '15 minutes'
-                    ORDER BY 1 LOOP
-            held := held + sam._requeue_held(acc, 'due while no worker was running', sam.now() - interval '15 minutes');
-        END LOOP;
-        IF held > 0 THEN
-            RAISE LOG 'sam_ext: % actions came due while no worker was running; they are queued again within the caps', held;
-        END IF;
     END IF;
     RETURN n;
+END $$;
+
+/*
+ * sam._requeue_overdue: after an outage (the server down, the worker
+ * stopped for hours), the actions that came due meanwhile all went at once
+ * when it started again: one burst without the account's spacing, counted
+ * against the days they were planned for, past today's cap.  Each worker,
+ * when it starts and before it claims anything, calls this until it
+ * answers NULL, each call in a transaction of its own: it takes one active
+ * account with actions due more than 15 minutes ago and never tried, locks
+ * it first (the order of the queueing jobs and of a resume: the account,
+ * then its calls), and has them queued again within the caps, spacing and
+ * working hours of now, as after a pause (sam._requeue_held: the
+ * invitations at once, the messages at the next process_follow_ups).
+ * Returns the account, and the number in the server log.  Two workers
+ * starting together wait for each other on the account, and the second
+ * finds nothing left to do.
+ */
+CREATE FUNCTION sam._requeue_overdue() RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    acc text;
+    held integer;
+BEGIN
+    SELECT o.account_id INTO acc FROM sam.outbox o
+      JOIN sam.accounts a ON a.account_id = o.account_id AND a.status = 'active'
+     WHERE o.finished_at IS NULL AND o.state = 'queued' AND o.attempts = 0 AND o.http_status IS NULL
+       AND NOT o.needs_check AND o.kind IN ('invite', 'start_chat', 'send_message')
+       AND o.not_before < sam.now() - interval '15 minutes'
+     ORDER BY o.not_before
+     LIMIT 1;
+    IF acc IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM sam.accounts a WHERE a.account_id = acc AND a.status = 'active' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN acc;             -- paused or gone meanwhile: its actions stay held
+    END IF;
+    held := sam._requeue_held(acc, 'due while no worker was running', sam.now() - interval '15 minutes');
+    IF held > 0 THEN
+        RAISE LOG 'sam_ext: % actions of account "%" came due while no worker was running; they are queued again within the caps',
+            held, acc;
+    END IF;
+    RETURN acc;
 END $$;
 
 -- backoff before attempt k+1: base * 2^(k-1), at most 1 hour, with jitter (x0.5 .. x1.5)

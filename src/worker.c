@@ -70,6 +70,8 @@
 #define SAM_SHUTDOWN_DRAIN_MS 500
 /* after SIGTERM: seconds after which the worker ends wherever it is */
 #define SAM_SHUTDOWN_GRACE_S 3
+/* accounts whose overdue actions one start of a worker queues again, at most */
+#define SAM_REQUEUE_MAX_ACCOUNTS 100000
 
 static MemoryContext requests_cxt = NULL;
 static char *api_key = NULL;	/* in TopMemoryContext, never logged */
@@ -697,6 +699,40 @@ give_back_memory(void)
 }
 
 /*
+ * requeue_overdue has the actions that came due while no worker ran queued
+ * again within the caps (sam._requeue_overdue), one account per
+ * transaction, so that no lock of one account is held while another is
+ * waited for (the jobs lock accounts in another order).  Bounded: an
+ * account is answered once it is done, and a pass sees each at most once
+ * or twice.
+ */
+static void
+requeue_overdue(void)
+{
+	int			i;
+
+	for (i = 0; i < SAM_REQUEUE_MAX_ACCOUNTS; i++)
+	{
+		bool		done = true;
+
+		sam_begin_tx("sam_ext: queueing again what came due while no worker ran");
+		if (SPI_execute("SELECT sam._requeue_overdue()", false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "sam._requeue_overdue failed");
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+
+			(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			done = isnull;
+		}
+		sam_end_tx();
+		if (done)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
  * recover_in_flight reconciles the rows this worker left in flight (and,
  * for worker 0, those of worker numbers sam.workers no longer runs).
  */
@@ -713,6 +749,7 @@ recover_in_flight(void)
 							  NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "sam._worker_recover failed");
 	sam_end_tx();
+	requeue_overdue();
 }
 
 /* next_due_ms asks how long until the next claimable row is due */

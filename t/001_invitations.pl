@@ -268,7 +268,7 @@ is($node->safe_psql('postgres',
 	'3', 'the other three are spaced again from now, not sent at once with it');
 is(scalar(grep { ref $_->{body} eq 'HASH' && ($_->{body}{provider_id} // '') =~ /^ACoOUT/ } @{ mock_log($mock) }), 1,
 	'one invitation of the four reached the mock');
-like(slurp_file($node->logfile), qr/4 actions came due while no worker was running/, 'the server log says so');
+like(slurp_file($node->logfile), qr/4 actions of account "acc-outage" came due while no worker was running/, 'the server log says so');
 
 my $log = slurp_file($node->logfile);
 unlike($log, qr/\Q$mock->{api_key}\E/, 'the API key appears nowhere in the server log');
