@@ -745,9 +745,17 @@ bearer_ok(struct MHD_Connection *conn)
 	if (MHD_lookup_connection_value_n(conn, MHD_HEADER_KIND, "Authorization",
 									  strlen("Authorization"), &value,
 									  &value_len) != MHD_YES ||
-		value_len < 7 || strncasecmp(value, "Bearer ", 7) != 0)
+		value_len < 7 || strncasecmp(value, "Bearer", 6) != 0 || (value[6] != ' ' && value[6] != '\t'))
 		return false;
-	return secret_matches(value + 7, value_len - 7, ingest_config.metrics_secret,
+	/* the scheme, then one or more blanks (RFC 9110's 1*SP, tabs taken too) */
+	value += 6;
+	value_len -= 6;
+	while (value_len > 0 && (*value == ' ' || *value == '\t'))
+	{
+		value++;
+		value_len--;
+	}
+	return secret_matches(value, value_len, ingest_config.metrics_secret,
 						  ingest_config.metrics_secret_len);
 }
 

@@ -186,9 +186,10 @@ parse_number(const char *s, unsigned long long min, unsigned long long max,
 }
 
 /*
- * read_secret_file reads a secret from a file; trailing newlines are
- * dropped (echo and editors add one).  Errors name the file, never its
- * contents.
+ * read_secret_file reads a secret from a file; trailing newlines, spaces
+ * and tabs are dropped (echo and editors add a newline; a header's value
+ * arrives without trailing blanks, so a secret with them could never
+ * match).  Errors name the file, never its contents.
  */
 static char *
 read_secret_file(const char *path, size_t *len)
@@ -211,7 +212,7 @@ read_secret_file(const char *path, size_t *len)
 	fclose(f);
 	if (n > MAX_SECRET_BYTES)
 		die_usage("secret file \"%s\" is larger than %d bytes", path, MAX_SECRET_BYTES);
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
 		n--;
 	buf[n] = '\0';
 	if (n == 0)
@@ -223,8 +224,9 @@ read_secret_file(const char *path, size_t *len)
 }
 
 /*
- * secret_from_env copies a secret from the environment; an empty value
- * counts as unset.
+ * secret_from_env copies a secret from the environment, without trailing
+ * newlines, spaces and tabs (as read_secret_file); an empty value counts
+ * as unset.
  */
 static char *
 secret_from_env(const char *name, size_t *len)
@@ -240,6 +242,13 @@ secret_from_env(const char *name, size_t *len)
 	if (s == NULL)
 		die_usage("out of memory");
 	*len = strlen(s);
+	while (*len > 0 && (s[*len - 1] == '\n' || s[*len - 1] == '\r' || s[*len - 1] == ' ' || s[*len - 1] == '\t'))
+		s[--(*len)] = '\0';
+	if (*len == 0)
+	{
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -647,14 +656,16 @@ main(int argc, char **argv)
 
 	ingest_log("sam_ingest %s: %u threads, webhooks in batches of up to %u, "
 			   "%s, body limit %zu bytes, connections at most %u (%u an address, 0: no limit; "
-			   "closed after %u s of silence), webhook secret %s (header %s), cron secret %s",
+			   "closed after %u s of silence), webhook secret %s (header %s), cron secret %s, "
+			   "metrics secret %s",
 			   SAM_INGEST_VERSION, ingest_config.threads, ingest_config.batch,
 			   (flags & MHD_USE_EPOLL) ? "epoll" : "poll", ingest_config.max_body,
 			   ingest_config.max_connections, ingest_config.per_ip_connections,
 			   ingest_config.idle_timeout,
 			   ingest_config.webhook_secret ? "set" : "NOT SET: every webhook gets 401",
 			   ingest_config.webhook_header,
-			   ingest_config.cron_secret ? "set" : "NOT SET: every cron call gets 401");
+			   ingest_config.cron_secret ? "set" : "NOT SET: every cron call gets 401",
+			   ingest_config.metrics_secret ? "set" : "not set: /metrics needs none");
 	printf(strchr(ingest_config.listen, ':') ? "sam_ingest listening on [%s]:%u\n"
 		   : "sam_ingest listening on %s:%u\n",
 		   ingest_config.listen,

@@ -368,7 +368,8 @@ READS2=$(psql_value "SELECT last_value FROM sam.metrics_reads")
 # --- with a metrics secret: /metrics and /metrics/ingest need "Authorization: Bearer <secret>",
 # checked before any figure is read; /healthz still needs nothing
 MSECRET="mt-$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-SAM_INGEST_DATABASE_URL="$CLUSTER_INGEST_URL" SAM_METRICS_SECRET="$MSECRET" \
+SAM_INGEST_DATABASE_URL="$CLUSTER_INGEST_URL" SAM_METRICS_SECRET="$MSECRET
+" \
 	$WRAPPER "$BIN" --port 0 --threads 1 >"$TMP/out2" 2>"$TMP/err2" &
 PID2=$!
 for i in $(seq 1 600); do
@@ -381,12 +382,15 @@ READS=$(psql_value "SELECT last_value FROM sam.metrics_reads")
 req "metrics without the bearer token" 401 "$UNAUTH" "$BASE2/metrics"
 req "metrics with a wrong token" 401 "$UNAUTH" -H "Authorization: Bearer wrong" "$BASE2/metrics"
 req "metrics with the secret as another scheme" 401 "$UNAUTH" -H "Authorization: Basic $MSECRET" "$BASE2/metrics"
+req "metrics with the scheme glued to the token" 401 "$UNAUTH" -H "Authorization: Bearer$MSECRET" "$BASE2/metrics"
 req "ingest metrics without the token" 401 "$UNAUTH" "$BASE2/metrics/ingest"
 [ "$(psql_value "SELECT last_value FROM sam.metrics_reads")" = "$READS" ] && pass ||
 	fail "a refused scrape read the database's figures"
 CT=text req "metrics with the token" 200 '^sam_stand_in_events [0-9]+$' -H "Authorization: bearer $MSECRET" "$BASE2/metrics"
+CT=text req "metrics with blanks after the scheme" 200 '^sam_stand_in_events [0-9]+$' -H "Authorization: Bearer   $MSECRET" "$BASE2/metrics"
 CT=text req "ingest metrics with the token" 200 '^sam_ingest_requests_total' -H "Authorization: Bearer $MSECRET" \
 	"$BASE2/metrics/ingest"
+grep -q 'metrics secret set' "$TMP/err2" && pass || fail "the start line does not say the metrics secret is set"
 req "healthz needs no token" 200 '^\{"status":"ok","database":"up"\}$' "$BASE2/healthz"
 kill -TERM "$PID2"
 wait "$PID2"
