@@ -186,10 +186,22 @@ parse_number(const char *s, unsigned long long min, unsigned long long max,
 }
 
 /*
- * read_secret_file reads a secret from a file; trailing newlines, spaces
- * and tabs are dropped (echo and editors add a newline; a header's value
- * arrives without trailing blanks, so a secret with them could never
- * match).  Errors name the file, never its contents.
+ * trim_secret drops a secret's trailing newlines, spaces and tabs (echo and
+ * editors add a newline; a header's value arrives without trailing blanks,
+ * so a secret with them could never match) and returns its new length.
+ */
+static size_t
+trim_secret(char *s, size_t n)
+{
+	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	s[n] = '\0';
+	return n;
+}
+
+/*
+ * read_secret_file reads a secret from a file, trimmed (trim_secret).
+ * Errors name the file, never its contents.
  */
 static char *
 read_secret_file(const char *path, size_t *len)
@@ -212,9 +224,7 @@ read_secret_file(const char *path, size_t *len)
 	fclose(f);
 	if (n > MAX_SECRET_BYTES)
 		die_usage("secret file \"%s\" is larger than %d bytes", path, MAX_SECRET_BYTES);
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-		n--;
-	buf[n] = '\0';
+	n = trim_secret(buf, n);
 	if (n == 0)
 		die_usage("secret file \"%s\" is empty", path);
 	if (strlen(buf) != n)
@@ -224,9 +234,8 @@ read_secret_file(const char *path, size_t *len)
 }
 
 /*
- * secret_from_env copies a secret from the environment, without trailing
- * newlines, spaces and tabs (as read_secret_file); an empty value counts
- * as unset.
+ * secret_from_env copies a secret from the environment, trimmed
+ * (trim_secret); an empty value counts as unset.
  */
 static char *
 secret_from_env(const char *name, size_t *len)
@@ -241,9 +250,7 @@ secret_from_env(const char *name, size_t *len)
 	s = strdup(v);
 	if (s == NULL)
 		die_usage("out of memory");
-	*len = strlen(s);
-	while (*len > 0 && (s[*len - 1] == '\n' || s[*len - 1] == '\r' || s[*len - 1] == ' ' || s[*len - 1] == '\t'))
-		s[--(*len)] = '\0';
+	*len = trim_secret(s, strlen(s));
 	if (*len == 0)
 	{
 		free(s);
