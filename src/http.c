@@ -35,9 +35,10 @@ static int	in_flight = 0;
  * sam.max_concurrency of them are kept (the transfers in flight at once),
  * and none while the worker is idle (sam_http_trim).
  */
-static CURL **idle_handles = NULL;
+/* as many as sam.max_concurrency can be (its maximum) */
+#define SAM_MAX_IDLE_HANDLES 1024
+static CURL *idle_handles[SAM_MAX_IDLE_HANDLES];
 static int	n_idle_handles = 0;
-static int	max_idle_handles = 0;
 
 /*
  * The request headers, built once and shared by the requests that send
@@ -112,9 +113,6 @@ sam_http_init(void)
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not create a libcurl multi handle")));
 	CURLM_CHECK(curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) 1024));
-	/* as many as sam.max_concurrency can be (its maximum) */
-	max_idle_handles = 1024;
-	idle_handles = MemoryContextAlloc(TopMemoryContext, sizeof(CURL *) * max_idle_handles);
 }
 
 /* sam_http_shutdown frees libcurl's state; used at process exit */
@@ -420,7 +418,7 @@ release_header_set(SamHeaderSet *set)
 static void
 release_handle(CURL *easy)
 {
-	if (n_idle_handles < Min(sam_max_concurrency, max_idle_handles))
+	if (n_idle_handles < Min(sam_max_concurrency, SAM_MAX_IDLE_HANDLES))
 	{
 		curl_easy_reset(easy);
 		idle_handles[n_idle_handles++] = easy;
